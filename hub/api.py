@@ -1,0 +1,103 @@
+"""REST endpoints kernelhub adds to (or puts in front of) JupyterHub's API.
+
+Errors are JupyterHub's API errors: JSON ``{"status": ..., "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.resources import files
+from typing import Any
+
+from jupyterhub.apihandlers.base import APIHandler
+from jupyterhub.apihandlers.users import UserServerAPIHandler
+from jupyterhub.scopes import needs_scope
+from tornado import web
+
+from kernelhub.catalog import RuntimeCatalog
+from kernelhub.runtime_types import RuntimeRequestError
+
+
+def _group_names(user: Any) -> list[str]:
+    return [group.name for group in getattr(user, "groups", None) or []]
+
+
+class RuntimeServerAPIHandler(UserServerAPIHandler):
+    """JupyterHub's start-server endpoint, refusing bad runtime requests up front.
+
+    JupyterHub would create the (named) server record, store the options as the
+    user's future defaults and only then reject them while spawning. Checking
+    here first means a refused request leaves no record, process or pending
+    server behind. The spawner checks again (same function) as it applies them.
+    """
+
+    @needs_scope("start:servers")
+    async def post(self, user_name: str, server_name: str = "") -> None:
+        user = self.find_user(user_name)
+        if user is not None:
+            self._refuse_unadmissible(user, server_name)
+        await super().post(user_name, server_name)
+
+    def _refuse_unadmissible(self, user: Any, server_name: str) -> None:
+        existing = user.spawners.get(server_name) if server_name in user.orm_spawners else None
+        if existing is not None and existing.active:
+            return  # already running or pending: JupyterHub answers that itself
+        body = self.get_server_json_body()
+        options = body.get("user_options")
+        if options is None and server_name in user.orm_spawners:
+            options = user.orm_spawners[server_name].user_options or None
+        running = sum(
+            1 for name, spawner in user.spawners.items() if name != server_name and spawner.active
+        )
+        try:
+            RuntimeCatalog.instance().admit(options, _group_names(user), running)
+        except RuntimeRequestError as e:
+            self.log.info("Refused runtime for %s/%s: %s", user.name, server_name, e.message)
+            raise web.HTTPError(e.status, e.message) from None
+
+
+class RuntimeTypesAPIHandler(APIHandler):
+    """GET the runtime types with their live availability for the requesting user."""
+
+    async def get(self) -> None:
+        requester = self.current_user
+        if requester is None:
+            raise web.HTTPError(403, "sign in or send an API token to list runtime types")
+        catalog = RuntimeCatalog.instance()
+        inventory = catalog.gpus
+        discovery = inventory.discovery
+        self.write(
+            json.dumps(
+                {
+                    "default": catalog.default_runtime,
+                    "runtime_types": catalog.view(_group_names(requester)).to_json(),
+                    "gpus": {
+                        "source": discovery.source if discovery else "none",
+                        "total": len(inventory.ids),
+                        "free": inventory.free_count(),
+                        "problem": discovery.problem if discovery else "",
+                    },
+                }
+            )
+        )
+
+
+class OpenAPIHandler(APIHandler):
+    """The OpenAPI document for what kernelhub adds to JupyterHub's REST API."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.write(files("kernelhub").joinpath("openapi.json").read_text())
+
+    def check_xsrf_cookie(self) -> None:
+        return None
+
+
+def kernelhub_api_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
+    """Routes (relative to the hub prefix) that go in front of JupyterHub's own."""
+    return [
+        (r"/api/users/([^/]+)/server", RuntimeServerAPIHandler),
+        (r"/api/users/([^/]+)/servers/([^/]*)", RuntimeServerAPIHandler),
+        (r"/api/kernelhub/runtime-types", RuntimeTypesAPIHandler),
+        (r"/api/kernelhub/openapi.json", OpenAPIHandler),
+    ]

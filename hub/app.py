@@ -1,0 +1,69 @@
+"""KernelHubApp: JupyterHub with kernelhub's API routes and runtime catalog."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from jupyterhub.app import JupyterHub
+from traitlets import Bool, List, Unicode
+
+from kernelhub import __version__
+from kernelhub.api import kernelhub_api_handlers
+from kernelhub.catalog import RuntimeCatalog
+from kernelhub.executor import run_blocking
+from kernelhub.gpus import GpuInventory, discover_with_nvml
+
+
+class KernelHubApp(JupyterHub):
+    """JupyterHub as kernelhub runs it (``kernelhub up``)."""
+
+    name = "kernelhub"
+    version = __version__
+    description = "kernelhub: Colab-style notebooks on your own machines"
+
+    stop_runtimes_on_interrupt = Bool(
+        True,
+        help="""Ctrl-C (SIGINT) stops running runtimes along with the hub and proxy.
+        SIGTERM (a service manager restarting the hub) always leaves them running;
+        the next start adopts them again.""",
+    ).tag(config=True)
+
+    startup_notes = List(
+        Unicode(),
+        help="Lines `kernelhub up` logs once logging is set up: which backends and why.",
+    ).tag(config=True)
+
+    def load_config_file(self, *args: Any, **kwargs: Any) -> None:
+        """`kernelhub up` has already merged the config file into self.config."""
+
+    def init_handlers(self) -> None:
+        super().init_handlers()
+        # in front of JupyterHub's own routes, so ours answer first
+        self.handlers[0:0] = self.add_url_prefix(self.hub_prefix, kernelhub_api_handlers())
+
+    async def init_spawners(self) -> Any:
+        for note in self.startup_notes:
+            self.log.info(note)
+        await self.init_runtime_catalog()
+        return await super().init_spawners()
+
+    async def init_runtime_catalog(self) -> None:
+        catalog = RuntimeCatalog.instance(parent=self)
+        inventory = GpuInventory.instance(parent=self)
+        discovery = None
+        if not inventory.devices and inventory.use_nvml:
+            discovery = await run_blocking(discover_with_nvml)
+        found = inventory.load(discovery)
+        if found.devices:
+            self.log.info(
+                "GPUs (%s): %s", found.source, ", ".join(f"{d.id} {d.name}" for d in found.devices)
+            )
+        else:
+            self.log.info("No GPUs (%s): GPU runtime types are shown disabled", found.problem)
+        self.log.info("Runtime types: %s", ", ".join(catalog.names))
+
+    async def shutdown_cancel_tasks(self, sig: Any = None) -> None:
+        if sig == signal.SIGINT and self.stop_runtimes_on_interrupt:
+            self.cleanup_servers = True
+        await super().shutdown_cancel_tasks(sig)

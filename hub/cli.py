@@ -1,0 +1,103 @@
+"""The `kernelhub` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+from traitlets import TraitError
+
+from kernelhub import __version__
+from kernelhub.launch import StartupError, UpOptions, build_config, run_hub
+from kernelhub.runtime_cli import runtime
+from kernelhub.token_cli import token
+
+ENV_HELP = """\b
+Environment variables (each is the same as its flag):
+  KERNELHUB_DATA_DIR   --data-dir   (default ./kernelhub-data)
+  KERNELHUB_CONFIG     --config     (default DATA_DIR/kernelhub_config.py if present)
+  KERNELHUB_IP         --ip         (default 127.0.0.1)
+  KERNELHUB_PORT       --port       (default 8000)
+  KERNELHUB_DB_URL     --db-url     (default sqlite in DATA_DIR; postgresql://... works)
+  KERNELHUB_LOG_LEVEL  --log-level  (default INFO)
+"""
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kernelhub")
+def main() -> None:
+    """kernelhub: Colab-style notebooks on your own machines."""
+
+
+@main.command(epilog=ENV_HELP)
+@click.option("--data-dir", envvar="KERNELHUB_DATA_DIR", default="kernelhub-data",
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Where the hub keeps its database, secrets and users' files.")
+@click.option("--config", "config_file", envvar="KERNELHUB_CONFIG", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="kernelhub_config.py: traitlets config for kernelhub and JupyterHub.")
+@click.option("--ip", envvar="KERNELHUB_IP", default="127.0.0.1", show_default=True,
+              help="Address the public proxy listens on.")
+@click.option("--port", envvar="KERNELHUB_PORT", default=8000, show_default=True,
+              type=click.IntRange(1, 65535), help="Port the public proxy listens on.")
+@click.option("--db-url", envvar="KERNELHUB_DB_URL", default=None,
+              help="Hub database URL (SQLite file in the data directory by default).")
+@click.option("--log-level", envvar="KERNELHUB_LOG_LEVEL", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.pass_context
+def up(ctx: click.Context, data_dir: Path, config_file: Path | None, ip: str, port: int,
+       db_url: str | None, log_level: str) -> None:
+    """Start the hub, its proxy and (on Ctrl-C) stop them again."""
+    explicit = {
+        name for name in ("ip", "port")
+        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+    options = UpOptions(data_dir=data_dir, ip=ip, port=port, config_file=config_file,
+                        db_url=db_url, log_level=log_level.upper(), explicit=explicit)
+    try:
+        config, _notes, new_passwords = build_config(options)
+        _validate_kernelhub_config(config)
+    except StartupError as e:
+        raise click.ClickException(str(e)) from None
+    _announce_sign_in(config, options.data_dir, new_passwords)
+    run_hub(config)
+
+
+def _validate_kernelhub_config(config: object) -> None:
+    """Instantiate kernelhub's configurables once so bad values fail before start."""
+    from kernelhub.catalog import RuntimeCatalog
+    from kernelhub.gpus import GpuInventory
+
+    try:
+        RuntimeCatalog(config=config)
+        GpuInventory(config=config)
+    except TraitError as e:
+        raise StartupError(f"invalid configuration: {e}") from None
+
+
+def _announce_sign_in(config: object, data_dir: Path, new_passwords: bool) -> None:
+    url = config.JupyterHub.bind_url  # type: ignore[attr-defined]
+    passwords = config.SharedPasswordAuthenticator  # type: ignore[attr-defined]
+    click.echo(f"kernelhub {__version__} starting on {url}", err=True)
+    if "user_password" not in passwords:
+        return
+    creds = Path(data_dir).expanduser().resolve() / "local-credentials.json"
+    if new_passwords:
+        click.echo(
+            "\n  Local sign-in (shown this once; kept in "
+            f"{creds}):\n"
+            f"    any user name, password: {passwords.user_password}\n"
+            f"    user 'admin' (administrator), password: {passwords.admin_password}\n",
+            err=True,
+        )
+    else:
+        click.echo(f"  Local sign-in: passwords are in {creds}", err=True)
+
+
+main.add_command(token)
+main.add_command(runtime)
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""`kernelhub up`: turn flags, environment and the config file into a running hub."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import sys
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from traitlets.config import Config, PyFileConfigLoader
+
+from kernelhub.backends import choose_authenticator, choose_spawner
+from kernelhub.credentials import local_credentials, operator_token, write_private
+
+CONFIG_FILE_NAME = "kernelhub_config.py"
+STATE_FILE = "hub-state.json"
+OPERATOR_SERVICE = "kernelhub-operator"
+OPERATOR_SCOPES = ["admin:users", "tokens", "list:users", "read:users", "admin:servers"]
+
+
+class StartupError(Exception):
+    """A problem `kernelhub up` reports in one line, without a traceback."""
+
+
+@dataclass
+class UpOptions:
+    data_dir: Path
+    ip: str = "127.0.0.1"
+    port: int = 8000
+    config_file: Path | None = None
+    db_url: str | None = None
+    log_level: str = "INFO"
+    # flags given on the command line or in the environment (they beat the file)
+    explicit: set[str] = field(default_factory=set)
+
+
+def load_config_file(path: Path) -> Config:
+    """Load a traitlets Python config file; any problem becomes one StartupError line."""
+    if not path.exists():
+        raise StartupError(f"config file {path} does not exist")
+    try:
+        path.read_bytes()
+    except OSError as e:
+        raise StartupError(f"cannot read config file {path}: {e.strerror}") from None
+    loader = PyFileConfigLoader(path.name, str(path.parent))
+    try:
+        return loader.load_config()
+    except SyntaxError as e:
+        raise StartupError(f"config file {path}, line {e.lineno}: {e.msg}") from None
+    except Exception as e:  # the file is user code: anything may go wrong in it
+        cause = e.__cause__ or e
+        raise StartupError(f"config file {path} failed: {type(cause).__name__}: {cause}") from None
+
+
+def prepare_data_dir(data_dir: Path) -> Path:
+    data_dir = data_dir.expanduser().resolve()
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        probe = data_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise StartupError(f"data directory {data_dir} is not writable: {e.strerror}") from None
+    return data_dir
+
+
+def find_proxy_command(configured: Any = None) -> list[str]:
+    if configured:
+        return list(configured)
+    candidates = [
+        shutil.which("configurable-http-proxy"),
+        str(Path(sys.prefix) / "bin" / "configurable-http-proxy"),
+        str(Path(sys.prefix) / "node_modules" / ".bin" / "configurable-http-proxy"),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return [candidate]
+    raise StartupError(
+        "configurable-http-proxy not found: run the README's setup command "
+        "(it installs it with npm into the virtualenv)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def internal_ports(data_dir: Path) -> dict[str, int]:
+    """Hub and proxy-API ports: chosen once, then kept, so runtimes that outlive a
+    hub restart still find the hub's API where they were told it is."""
+    path = data_dir / STATE_FILE
+    state: dict[str, Any] = {}
+    if path.exists():
+        state = json.loads(path.read_text())
+    ports = state.get("ports") or {}
+    if not {"hub", "proxy_api"} <= set(ports):
+        ports = {"hub": free_port(), "proxy_api": free_port()}
+    return {"hub": int(ports["hub"]), "proxy_api": int(ports["proxy_api"])}
+
+
+def write_hub_state(data_dir: Path, public_url: str, ports: dict[str, int]) -> None:
+    state = {"url": public_url, "ports": ports}
+    write_private(data_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
+
+
+def read_hub_state(data_dir: Path) -> dict[str, Any]:
+    path = data_dir.expanduser() / STATE_FILE
+    if not path.exists():
+        raise StartupError(f"no kernelhub data directory at {data_dir} (run `kernelhub up` first)")
+    return dict(json.loads(path.read_text()))
+
+
+def check_port_free(ip: str, port: int, data_dir: Path) -> None:
+    if _stale_proxy_running(data_dir):
+        return  # our previous proxy holds it; JupyterHub replaces it on start
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    with socket.socket(family) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((ip or "0.0.0.0", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"port {port} on {ip} is already in use; stop what uses it or pick "
+                    "another with --port"
+                ) from None
+            raise StartupError(f"cannot listen on {ip}:{port}: {e.strerror}") from None
+
+
+def _stale_proxy_running(data_dir: Path) -> bool:
+    try:
+        pid = int((data_dir / "proxy.pid").read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def check_db_url(db_url: str) -> None:
+    scheme = urlparse(db_url).scheme
+    if scheme.startswith("postgresql"):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise StartupError(
+                "a PostgreSQL db_url needs psycopg2: pip install 'kernelhub[postgres]'"
+            ) from None
+    elif not scheme.startswith("sqlite"):
+        raise StartupError(f"unsupported database URL scheme {scheme!r}: use sqlite:// or postgresql://")
+
+
+def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
+    """The hub's whole configuration; also start-up notes and whether passwords are new."""
+    data_dir = prepare_data_dir(options.data_dir)
+    config_path = options.config_file
+    if config_path is None and (data_dir / CONFIG_FILE_NAME).exists():
+        config_path = data_dir / CONFIG_FILE_NAME
+    file_config = load_config_file(config_path.resolve()) if config_path else Config()
+
+    c = Config()
+    creds = local_credentials(data_dir)
+    notes = [
+        f"kernelhub data directory: {data_dir}",
+        f"Config file: {config_path or f'none ({data_dir / CONFIG_FILE_NAME} is read when present)'}",
+        choose_spawner(c, file_config, data_dir),
+        choose_authenticator(c, file_config, data_dir, creds),
+    ]
+    ports = internal_ports(data_dir)
+    c.JupyterHub.bind_url = f"http://{_url_host(options.ip)}:{options.port}/"
+    c.JupyterHub.hub_ip = "127.0.0.1"
+    c.JupyterHub.hub_port = ports["hub"]
+    c.JupyterHub.db_url = options.db_url or f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
+    c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+    c.JupyterHub.pid_file = str(data_dir / "hub.pid")
+    c.JupyterHub.allow_named_servers = True
+    c.JupyterHub.cleanup_servers = False
+    c.JupyterHub.template_paths = [str(files("kernelhub").joinpath("templates"))]
+    c.JupyterHub.log_level = options.log_level
+    # answer spawn requests at once (202) and let clients follow progress events
+    c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
+    c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{ports['proxy_api']}"
+    c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
+    c.Spawner.default_url = "/tree"  # Notebook 7
+
+    c.merge(file_config)
+    if "ip" in options.explicit or "port" in options.explicit:
+        c.JupyterHub.bind_url = f"http://{_url_host(options.ip)}:{options.port}/"
+    if options.db_url:
+        c.JupyterHub.db_url = options.db_url
+    c.ConfigurableHTTPProxy.command = find_proxy_command(
+        file_config.get("ConfigurableHTTPProxy", {}).get("command")
+    )
+    _add_operator_service(c, operator_token(data_dir))
+    c.KernelHubApp.startup_notes = notes
+
+    check_db_url(c.JupyterHub.db_url)
+    bind = urlparse(c.JupyterHub.bind_url)
+    check_port_free(bind.hostname or "", bind.port or 80, data_dir)
+    write_hub_state(data_dir, c.JupyterHub.bind_url, ports)
+    return c, notes, creds.created_now
+
+
+def _url_host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
+def _add_operator_service(c: Config, token: str) -> None:
+    services = list(c.JupyterHub.get("services", []))
+    services.append({"name": OPERATOR_SERVICE, "api_token": token})
+    c.JupyterHub.services = services
+    roles = list(c.JupyterHub.get("load_roles", []))
+    roles.append(
+        {"name": OPERATOR_SERVICE, "scopes": OPERATOR_SCOPES, "services": [OPERATOR_SERVICE]}
+    )
+    c.JupyterHub.load_roles = roles
+
+
+def run_hub(config: Config) -> None:
+    from kernelhub.app import KernelHubApp
+
+    app = KernelHubApp.instance(config=config)
+    app.launch_instance([])

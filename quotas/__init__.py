@@ -1,0 +1,1 @@
+"""Quota daemon (``kernelhub.quotas``): NVML accounting and culling. Arrives with its issue."""

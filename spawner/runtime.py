@@ -1,0 +1,187 @@
+"""What every kernelhub spawner shares: runtime-type choice, validation and GPUs.
+
+Form -> validate -> apply, as kubespawner does for profiles: the form only turns
+fields into ``user_options``; ``RuntimeCatalog.admit`` decides (the REST API calls
+it too, before anything is created); ``apply_runtime_type`` maps the verdict onto
+the backend's own traits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from jupyterhub.spawner import Spawner
+from tornado import web
+from traitlets import List, Unicode, default
+
+from kernelhub.catalog import RuntimeCatalog
+from kernelhub.gpus import GpuInventory, NoFreeGpu
+from kernelhub.runtime_types import RUNTIME_OPTION, RuntimeRequestError, RuntimeType
+
+from .form import render_runtime_form
+
+
+def user_group_names(user: Any) -> list[str]:
+    return [group.name for group in getattr(user, "groups", [])]
+
+
+def other_running_count(user: Any, server_name: str) -> int:
+    """Active runtimes of ``user`` other than the named one."""
+    return sum(
+        1
+        for name, spawner in user.spawners.items()
+        if name != server_name and spawner.active
+    )
+
+
+class RuntimeSpawnerMixin(Spawner):
+    """Runtime-type handling for any Spawner: list it first in a spawner's bases,
+    e.g. ``class LocalRuntimeSpawner(RuntimeSpawnerMixin, LocalProcessSpawner)``."""
+
+    runtime_type_name = Unicode(
+        "", help="The runtime type this server runs (spawner state, not config)."
+    )
+    gpu_ids = List(Unicode(), help="GPUs held by this server (spawner state, not config).")
+
+    _progress_events: list[dict[str, Any]]
+
+    def report_progress(self, percent: int, message: str) -> None:
+        """Record a spawn step; `kernelhub runtime start` and the hub's progress page show it."""
+        if not hasattr(self, "_progress_events"):
+            self._progress_events = []
+        self._progress_events.append({"progress": percent, "message": message})
+
+    async def progress(self) -> AsyncIterator[dict[str, Any]]:
+        # JupyterHub stops iterating once the spawn finishes
+        sent = 0
+        while True:
+            events = getattr(self, "_progress_events", [])
+            while sent < len(events):
+                yield events[sent]
+                sent += 1
+            await asyncio.sleep(0.1)
+
+    @property
+    def catalog(self) -> RuntimeCatalog:
+        return RuntimeCatalog.instance()
+
+    @property
+    def gpu_inventory(self) -> GpuInventory:
+        return GpuInventory.instance()
+
+    @property
+    def gpu_holder(self) -> str:
+        return f"{self.user.name}/{self.name}"
+
+    @default("options_form")
+    def _runtime_options_form(self) -> Any:
+        def render(spawner: Any) -> str:
+            view = spawner.catalog.view(user_group_names(spawner.user))
+            previous = (spawner.user_options or {}).get(RUNTIME_OPTION)
+            return render_runtime_form(view, previous or spawner.catalog.default_runtime)
+
+        return render
+
+    @default("options_from_form")
+    def _runtime_options_from_form(self) -> Any:
+        def from_form(form_data: dict[str, list[str]]) -> dict[str, str]:
+            values = form_data.get(RUNTIME_OPTION) or []
+            if len(values) != 1 or not values[0]:
+                raise web.HTTPError(
+                    400,
+                    "choose one hardware accelerator: " + ", ".join(self.catalog.names),
+                )
+            options = {RUNTIME_OPTION: values[0]}
+            self.admit(options)  # refuse on the form page, before a spawn begins
+            return options
+
+        return from_form
+
+    @default("apply_user_options")
+    def _apply_runtime_options(self) -> Any:
+        async def apply(spawner: Any, user_options: dict[str, Any]) -> None:
+            spawner._progress_events = []
+            runtime_type = spawner.admit(user_options)
+            spawner.take_gpus(runtime_type)
+            spawner.runtime_type_name = runtime_type.name
+            gpus = f"GPU {','.join(spawner.gpu_ids)}" if spawner.gpu_ids else "no GPU"
+            spawner.report_progress(10, f"Runtime type {runtime_type.display_name} ({gpus})")
+            await spawner.apply_runtime_type(runtime_type)
+
+        return apply
+
+    def admit(self, user_options: Any) -> RuntimeType:
+        """Validate ``user_options`` for this user now; HTTP 400 with the reason if refused."""
+        try:
+            return self.catalog.admit(
+                user_options,
+                user_group_names(self.user),
+                other_running_count(self.user, self.name),
+            )
+        except RuntimeRequestError as e:
+            raise web.HTTPError(e.status, e.message) from None
+
+    def take_gpus(self, runtime_type: RuntimeType) -> None:
+        self.release_gpus()
+        try:
+            self.gpu_ids = self.gpu_inventory.assign(
+                self.gpu_holder, runtime_type.gpus, runtime_type.gpu_sharing
+            )
+        except NoFreeGpu as e:
+            raise web.HTTPError(400, f"runtime type {runtime_type.name!r} is unavailable: {e}") from None
+
+    def release_gpus(self) -> None:
+        self.gpu_inventory.release(self.gpu_holder)
+        self.gpu_ids = []
+
+    async def apply_runtime_type(self, runtime_type: RuntimeType) -> None:
+        """Map the admitted runtime type onto backend traits (override per backend)."""
+
+    def runtime_env(self) -> dict[str, str]:
+        env = {"KERNELHUB_RUNTIME_TYPE": self.runtime_type_name}
+        if self.runtime_type_name:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
+        return env
+
+    # spawner state: survives hub restarts so GPU assignments do too
+    def load_state(self, state: dict[str, Any]) -> None:
+        super().load_state(state)
+        self.runtime_type_name = state.get("runtime_type", "")
+        self.gpu_ids = list(state.get("gpu_ids", []))
+        if self.gpu_ids:
+            sharing = False
+            if self.runtime_type_name in self.catalog.names:
+                sharing = self.catalog.get(self.runtime_type_name).gpu_sharing
+            self.gpu_inventory.restore(self.gpu_holder, self.gpu_ids, sharing)
+
+    def get_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().get_state()
+        if self.runtime_type_name:
+            state["runtime_type"] = self.runtime_type_name
+        if self.gpu_ids:
+            state["gpu_ids"] = list(self.gpu_ids)
+        return state
+
+    def clear_state(self) -> None:
+        super().clear_state()
+        self.release_gpus()
+        self.runtime_type_name = ""
+
+    async def start(self) -> Any:
+        # the backend's start; redefined only because Spawner insists every
+        # subclass defines start/stop/poll
+        return await super().start()
+
+    async def poll(self) -> int | None:
+        status: int | None = await super().poll()
+        if status is not None:
+            self.release_gpus()
+        return status
+
+    async def stop(self, now: bool = False) -> None:
+        try:
+            await super().stop(now=now)
+        finally:
+            self.release_gpus()

@@ -1,0 +1,235 @@
+"""Test harness: a real `kernelhub up` process, and helpers that drive it like a user."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+KERNELHUB = str(Path(sys.executable).parent / "kernelhub")
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_test_credentials(data_dir: Path, user_password: str, admin_password: str) -> None:
+    """Pre-seed the local passwords so `kernelhub up` never prints them in test output."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "local-credentials.json"
+    path.write_text(json.dumps({"user_password": user_password, "admin_password": admin_password}))
+    path.chmod(0o600)
+
+
+@dataclass
+class HubProcess:
+    data_dir: Path
+    port: int
+    config_text: str | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+    starts: int = 0
+
+    def __post_init__(self) -> None:
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-hub.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [KERNELHUB, "up", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if self.config_text is not None:
+            config = self.data_dir.parent / f"{self.data_dir.name}_config.py"
+            config.write_text(self.config_text)
+            cmd += ["--config", str(config)]
+        return cmd
+
+    def start(self, wait: bool = True) -> HubProcess:
+        self.starts += 1
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log.write(f"\n===== start #{self.starts} =====\n".encode())
+        log.flush()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELHUB_")}
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+        )
+        log.close()
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> float:
+        """Seconds until the hub answered through the proxy."""
+        assert self.proc is not None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"kernelhub up exited with {self.proc.returncode}:\n{self.log()}"
+                )
+            try:
+                if httpx.get(f"{self.url}/hub/api/", timeout=2).status_code == 200:
+                    return time.monotonic() - t0
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"hub at {self.url} not ready after {timeout}s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def runtime_logs(self) -> dict[str, str]:
+        logs = self.data_dir / "logs"
+        if not logs.is_dir():
+            return {}
+        return {p.name: p.read_text(errors="replace") for p in sorted(logs.glob("*.log"))}
+
+    def token(self, user: str) -> str:
+        """A token for ``user`` from `kernelhub token` (the operator's CLI)."""
+        result = subprocess.run(
+            [KERNELHUB, "token", user, "--data-dir", str(self.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"kernelhub token failed: {result.stderr}")
+        return result.stdout.strip()
+
+    def api(self, token: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"{self.url}/hub/api/", headers={"Authorization": f"token {token}"}, timeout=30
+        )
+
+
+def runtime_pids(data_dir: Path, user: str = "") -> list[int]:
+    """PIDs of local runtimes of ``data_dir``'s hub (of one ``user`` if given)."""
+    users = str(data_dir / "users" / user).rstrip("/") + "/"
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if "jupyterhub.singleuser" in cmdline and (cwd + "/").startswith(users):
+            pids.append(int(entry.name))
+    return pids
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop_all_runtimes(api: httpx.Client, user: str) -> None:
+    servers = api.get(f"users/{user}").json().get("servers", {})
+    for name in servers:
+        path = f"users/{user}/servers/{name}" if name else f"users/{user}/server"
+        api.delete(path)
+    wait_until(
+        lambda: not api.get(f"users/{user}").json().get("servers"),
+        timeout=60,
+        what=f"{user}'s runtimes to stop",
+    )
+
+
+def server_path(user: str, server: str) -> str:
+    return f"users/{user}/servers/{server}" if server else f"users/{user}/server"
+
+
+def start_runtime(
+    api: httpx.Client, user: str, server: str = "", runtime: str | None = "cpu"
+) -> dict[str, Any]:
+    """Start a runtime through the REST API and wait until it is ready."""
+    options = {"runtime": runtime} if runtime else {}
+    response = api.post(server_path(user, server), json={"user_options": options})
+    assert response.status_code in (201, 202), response.text
+    return wait_ready(api, user, server)
+
+
+def wait_ready(api: httpx.Client, user: str, server: str = "") -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        model = api.get(f"users/{user}").json()["servers"].get(server)
+        assert model is not None, f"{user}/{server} vanished while starting"
+        return model if model["ready"] else None
+
+    return wait_until(ready, timeout=90, what=f"runtime {user}/{server} to be ready")  # type: ignore[no-any-return]
+
+
+def xsrf_token(session: httpx.Client) -> str:
+    for cookie in session.cookies.jar:
+        if cookie.name == "_xsrf":
+            return cookie.value
+    raise AssertionError("hub set no _xsrf cookie")
+
+
+def sign_in(hub: HubProcess, user: str, password: str) -> httpx.Client:
+    """A browser-like session signed in through the hub's login form."""
+    session = httpx.Client(base_url=hub.url, timeout=30, follow_redirects=True)
+    session.get("/hub/login")
+    response = session.post(
+        "/hub/login",
+        data={"username": user, "password": password, "_xsrf": xsrf_token(session)},
+    )
+    assert response.status_code == 200 and "/hub/login" not in str(response.url), (
+        f"sign-in as {user} failed: {response.status_code} {response.url}"
+    )
+    return session
+
+
+def text_of(html: str) -> str:
+    """Visible-ish text of a page, whitespace collapsed, for assertions on messages."""
+    without_tags = re.sub(r"<[^>]+>", " ", html)
+    return re.sub(r"\s+", " ", without_tags)
+
+
+def wait_for_process_exit(pids: list[int], timeout: float = 30.0) -> None:
+    def gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() and _not_zombie(pid) for pid in pids)
+
+    wait_until(gone, timeout=timeout, what=f"processes {pids} to exit")
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def elapsed(t0: float) -> float:
+    return time.monotonic() - t0
