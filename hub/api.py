@@ -15,6 +15,7 @@ from jupyterhub.scopes import needs_scope
 from tornado import web
 
 from kernelhub.catalog import RuntimeCatalog
+from kernelhub.errors import http_refusal
 from kernelhub.runtime_types import RuntimeRequestError
 
 
@@ -53,7 +54,7 @@ class RuntimeServerAPIHandler(UserServerAPIHandler):
             RuntimeCatalog.instance().admit(options, _group_names(user), running)
         except RuntimeRequestError as e:
             self.log.info("Refused runtime for %s/%s: %s", user.name, server_name, e.message)
-            raise web.HTTPError(e.status, e.message) from None
+            raise http_refusal(e.message, e.status) from None
 
 
 class RuntimeTypesAPIHandler(APIHandler):

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
-from tornado import web
 from traitlets import List, Unicode, default
 
 from kernelhub.catalog import RuntimeCatalog
+from kernelhub.errors import http_refusal
 from kernelhub.gpus import GpuInventory, NoFreeGpu
 from kernelhub.runtime_types import RUNTIME_OPTION, RuntimeRequestError, RuntimeType
 
@@ -89,9 +89,8 @@ class RuntimeSpawnerMixin(Spawner):
         def from_form(form_data: dict[str, list[str]]) -> dict[str, str]:
             values = form_data.get(RUNTIME_OPTION) or []
             if len(values) != 1 or not values[0]:
-                raise web.HTTPError(
-                    400,
-                    "choose one hardware accelerator: " + ", ".join(self.catalog.names),
+                raise http_refusal(
+                    "choose one hardware accelerator: " + ", ".join(self.catalog.names)
                 )
             options = {RUNTIME_OPTION: values[0]}
             self.admit(options)  # refuse on the form page, before a spawn begins
@@ -121,7 +120,7 @@ class RuntimeSpawnerMixin(Spawner):
                 other_running_count(self.user, self.name),
             )
         except RuntimeRequestError as e:
-            raise web.HTTPError(e.status, e.message) from None
+            raise http_refusal(e.message, e.status) from None
 
     def take_gpus(self, runtime_type: RuntimeType) -> None:
         self.release_gpus()
@@ -130,7 +129,7 @@ class RuntimeSpawnerMixin(Spawner):
                 self.gpu_holder, runtime_type.gpus, runtime_type.gpu_sharing
             )
         except NoFreeGpu as e:
-            raise web.HTTPError(400, f"runtime type {runtime_type.name!r} is unavailable: {e}") from None
+            raise http_refusal(f"runtime type {runtime_type.name!r} is unavailable: {e}") from None
 
     def release_gpus(self) -> None:
         self.gpu_inventory.release(self.gpu_holder)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from html import unescape
 import signal
 import socket
 import subprocess
@@ -213,7 +214,7 @@ def sign_in(hub: HubProcess, user: str, password: str) -> httpx.Client:
 def text_of(html: str) -> str:
     """Visible-ish text of a page, whitespace collapsed, for assertions on messages."""
     without_tags = re.sub(r"<[^>]+>", " ", html)
-    return re.sub(r"\s+", " ", without_tags)
+    return re.sub(r"\s+", " ", unescape(without_tags))
 
 
 def wait_for_process_exit(pids: list[int], timeout: float = 30.0) -> None:

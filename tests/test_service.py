@@ -1,0 +1,160 @@
+"""`kernelhub up` as an operator meets it: start-up, refusals, Ctrl-C, restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import (
+    KERNELHUB,
+    HubProcess,
+    free_port,
+    runtime_pids,
+    start_runtime,
+    wait_for_process_exit,
+    write_test_credentials,
+)
+
+CONFIG_PROBLEMS = [
+    pytest.param(None, "does not exist", id="missing-file"),
+    pytest.param("c.JupyterHub.port = (\n", "line 1", id="syntax-error"),
+    pytest.param("raise RuntimeError('boom')", "RuntimeError: boom", id="file-raises"),
+    pytest.param("c.RuntimeCatalog.runtime_types = [{'name': 'GPU!'}]",
+                 "invalid configuration", id="bad-runtime-type-name"),
+    pytest.param("c.RuntimeCatalog.runtime_types = [{'name': 'cpu', 'gpus': -1}]",
+                 "gpus must be a whole number", id="negative-gpus"),
+    pytest.param("c.RuntimeCatalog.default_runtime = 'tpu'", "choose one of: cpu, gpu",
+                 id="unknown-default-runtime"),
+    pytest.param("c.GpuInventory.devices = ['0', '0']", "twice", id="duplicate-gpu"),
+]
+
+
+def run_up(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [KERNELHUB, "up", *args], capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL, check=False,
+    )
+
+
+def assert_one_clear_line(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert fragment in lines[0]
+
+
+@pytest.mark.parametrize(("config_text", "fragment"), CONFIG_PROBLEMS)
+def test_a_bad_config_file_is_one_clear_line(
+    tmp_path: Path, passwords: dict[str, str], config_text: str | None, fragment: str
+) -> None:
+    write_test_credentials(tmp_path / "data", passwords["user"], passwords["admin"])
+    config = tmp_path / "kernelhub_config.py"
+    if config_text is not None:
+        config.write_text(config_text)
+    result = run_up("--data-dir", str(tmp_path / "data"), "--port", str(free_port()),
+                    "--config", str(config))
+    assert_one_clear_line(result, fragment)
+
+
+def test_a_port_in_use_is_one_clear_line(tmp_path: Path, passwords: dict[str, str]) -> None:
+    write_test_credentials(tmp_path / "data", passwords["user"], passwords["admin"])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_up("--data-dir", str(tmp_path / "data"), "--port", str(port))
+    assert_one_clear_line(result, f"port {port} on 127.0.0.1 is already in use")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        pytest.param(["--db-url", "mysql://db/hub"], "unsupported database URL scheme", id="db"),
+        pytest.param(["--port", "70000"], "70000", id="port-out-of-range"),
+    ],
+)
+def test_bad_flags_are_one_clear_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    result = run_up("--data-dir", str(tmp_path / "data"), *args)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+
+
+def test_an_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_up("--data-dir", str(blocker / "data"), "--port", str(free_port()))
+    assert_one_clear_line(result, "is not writable")
+
+
+def test_help_lists_the_environment_variables() -> None:
+    result = subprocess.run([KERNELHUB, "up", "--help"], capture_output=True, text=True, check=True)
+    for variable in ("KERNELHUB_DATA_DIR", "KERNELHUB_CONFIG", "KERNELHUB_IP", "KERNELHUB_PORT",
+                     "KERNELHUB_DB_URL"):
+        assert variable in result.stdout
+
+
+def test_local_passwords_are_generated_private_and_shown_once(tmp_path: Path) -> None:
+    hub = HubProcess(data_dir=tmp_path / "data", port=free_port())
+    try:
+        hub.start()
+        hub.stop(signal.SIGINT)
+        hub.start()
+    finally:
+        hub.stop(signal.SIGINT)
+    credentials = tmp_path / "data" / "local-credentials.json"
+    assert credentials.stat().st_mode & 0o777 == 0o600
+    password = json.loads(credentials.read_text())["user_password"]
+    times_shown = hub.log().count(password)
+    assert times_shown == 1
+    assert "passwords are in" in hub.log()
+
+
+def test_the_start_up_log_says_which_backends_are_used_and_why(hub: HubProcess) -> None:
+    log = hub.log()
+    assert "Runtimes: local processes (embedded default" in log
+    assert "Sign-in: local shared password (embedded default" in log
+    assert "No GPUs (NVML unavailable" in log
+
+
+def test_ctrl_c_stops_hub_proxy_and_runtimes(hub_factory: Callable[..., HubProcess]) -> None:
+    hub = hub_factory(name="ctrlc")
+    with hub.api(hub.token("carol")) as api:
+        start_runtime(api, "carol")
+    runtimes = runtime_pids(hub.data_dir)
+    proxy_pid = int((hub.data_dir / "proxy.pid").read_text())
+    assert runtimes
+
+    exit_code = hub.stop(signal.SIGINT)
+
+    assert exit_code == 0
+    wait_for_process_exit([*runtimes, proxy_pid])
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{hub.url}/hub/api/")
+
+
+def test_a_hub_restart_leaves_runtimes_running_and_reachable(
+    hub_factory: Callable[..., HubProcess],
+) -> None:
+    hub = hub_factory(name="restart")
+    token = hub.token("dave")
+    with hub.api(token) as api:
+        model = start_runtime(api, "dave")
+    runtimes = runtime_pids(hub.data_dir)
+
+    assert hub.stop(signal.SIGTERM) == 0
+    assert runtime_pids(hub.data_dir) == runtimes
+    hub.start()
+
+    with hub.api(token) as api:
+        assert api.get("users/dave").json()["servers"][""]["ready"] is True
+        assert api.get(f"{hub.url}{model['url']}api/status").status_code == 200
+    assert runtime_pids(hub.data_dir) == runtimes
