@@ -12,11 +12,10 @@ from typing import Any
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
-from tornado import web
-
 from kernelhub.catalog import RuntimeCatalog
 from kernelhub.errors import http_refusal
 from kernelhub.runtime_types import RuntimeRequestError
+from tornado import web
 
 
 def _group_names(user: Any) -> list[str]:

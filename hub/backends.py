@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from traitlets.config import Config
-
 from kernelhub.credentials import LocalCredentials
+from traitlets.config import Config
 
 LOCAL_ADMIN = "admin"
 

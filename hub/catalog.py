@@ -25,7 +25,7 @@ from .runtime_types import (
 class RuntimeCatalog(SingletonConfigurable):
     """Runtime types offered on the "Change runtime type" form and the REST API."""
 
-    runtime_types = List(
+    runtime_types: List[Any] = List(
         help="""The runtime types users choose from, in display order. Each is a dict:
         name (required; lowercase, used in user_options {"runtime": name}),
         display_name, description, mem_limit ("4G"), cpu_limit (cores),
@@ -115,9 +115,7 @@ class RuntimeCatalog(SingletonConfigurable):
         runtime_type = self.get(name)
         availability = self.availability(runtime_type, user_groups)
         if not availability.available:
-            available = [
-                t.name for t in self.types if self.availability(t, user_groups).available
-            ]
+            available = [t.name for t in self.types if self.availability(t, user_groups).available]
             raise RuntimeRequestError(
                 f"runtime type {name!r} is unavailable: {availability.reason}; "
                 f"available now: {', '.join(available) or 'none'}"

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
-from traitlets import TraitError
-
 from kernelhub import __version__
 from kernelhub.launch import StartupError, UpOptions, build_config, run_hub
 from kernelhub.runtime_cli import runtime
 from kernelhub.token_cli import token
+from traitlets import TraitError
 
 ENV_HELP = """\b
 Environment variables (each is the same as its flag):
@@ -32,30 +31,75 @@ def main() -> None:
 
 
 @main.command(epilog=ENV_HELP)
-@click.option("--data-dir", envvar="KERNELHUB_DATA_DIR", default="kernelhub-data",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Where the hub keeps its database, secrets and users' files.")
-@click.option("--config", "config_file", envvar="KERNELHUB_CONFIG", default=None,
-              type=click.Path(dir_okay=False, path_type=Path),
-              help="kernelhub_config.py: traitlets config for kernelhub and JupyterHub.")
-@click.option("--ip", envvar="KERNELHUB_IP", default="127.0.0.1", show_default=True,
-              help="Address the public proxy listens on.")
-@click.option("--port", envvar="KERNELHUB_PORT", default=8000, show_default=True,
-              type=click.IntRange(1, 65535), help="Port the public proxy listens on.")
-@click.option("--db-url", envvar="KERNELHUB_DB_URL", default=None,
-              help="Hub database URL (SQLite file in the data directory by default).")
-@click.option("--log-level", envvar="KERNELHUB_LOG_LEVEL", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--data-dir",
+    envvar="KERNELHUB_DATA_DIR",
+    default="kernelhub-data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the hub keeps its database, secrets and users' files.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    envvar="KERNELHUB_CONFIG",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="kernelhub_config.py: traitlets config for kernelhub and JupyterHub.",
+)
+@click.option(
+    "--ip",
+    envvar="KERNELHUB_IP",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the public proxy listens on.",
+)
+@click.option(
+    "--port",
+    envvar="KERNELHUB_PORT",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Port the public proxy listens on.",
+)
+@click.option(
+    "--db-url",
+    envvar="KERNELHUB_DB_URL",
+    default=None,
+    help="Hub database URL (SQLite file in the data directory by default).",
+)
+@click.option(
+    "--log-level",
+    envvar="KERNELHUB_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @click.pass_context
-def up(ctx: click.Context, data_dir: Path, config_file: Path | None, ip: str, port: int,
-       db_url: str | None, log_level: str) -> None:
+def up(
+    ctx: click.Context,
+    data_dir: Path,
+    config_file: Path | None,
+    ip: str,
+    port: int,
+    db_url: str | None,
+    log_level: str,
+) -> None:
     """Start the hub, its proxy and (on Ctrl-C) stop them again."""
     explicit = {
-        name for name in ("ip", "port")
-        if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+        name
+        for name in ("ip", "port")
+        if ctx.get_parameter_source(name)
+        in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     }
-    options = UpOptions(data_dir=data_dir, ip=ip, port=port, config_file=config_file,
-                        db_url=db_url, log_level=log_level.upper(), explicit=explicit)
+    options = UpOptions(
+        data_dir=data_dir,
+        ip=ip,
+        port=port,
+        config_file=config_file,
+        db_url=db_url,
+        log_level=log_level.upper(),
+        explicit=explicit,
+    )
     try:
         config, _notes, new_passwords = build_config(options)
         _validate_kernelhub_config(config)

@@ -85,7 +85,7 @@ class HubClient:
                     raise HubError(_error_message(response), response.status_code)
                 for line in response.iter_lines():
                     if line.startswith("data:"):
-                        yield json.loads(line[len("data:"):])
+                        yield json.loads(line[len("data:") :])
         except httpx.HTTPError as e:
             raise HubError(f"lost the progress stream from {self.base_url}: {e}") from None
 

@@ -7,6 +7,7 @@ container without the driver, say) configure the inventory instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,10 +54,8 @@ def discover_with_nvml() -> Discovery:
     except pynvml.NVMLError as e:
         return Discovery((), "nvml", f"NVML query failed ({e})")
     finally:
-        try:
+        with contextlib.suppress(pynvml.NVMLError):
             pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass
 
 
 class GpuInventory(SingletonConfigurable):
@@ -102,9 +101,7 @@ class GpuInventory(SingletonConfigurable):
     def load(self, discovery: Discovery | None = None) -> Discovery:
         """Fix the inventory: the configured devices, else ``discovery`` (from NVML)."""
         if self.devices:
-            self.discovery = Discovery(
-                tuple(GpuDevice(d) for d in self.devices), "configuration"
-            )
+            self.discovery = Discovery(tuple(GpuDevice(d) for d in self.devices), "configuration")
         elif not self.use_nvml:
             self.discovery = Discovery((), "none", "GPU discovery is turned off")
         elif discovery is not None:
@@ -133,7 +130,9 @@ class GpuInventory(SingletonConfigurable):
         total = len(self.ids)
         if total == 0:
             problem = self.discovery.problem if self.discovery else "not discovered yet"
-            return f"no GPU found on this host: {problem}" if problem else "no GPU found on this host"
+            return (
+                f"no GPU found on this host: {problem}" if problem else "no GPU found on this host"
+            )
         free = self.free_count(sharing)
         if free < count:
             if count > total:

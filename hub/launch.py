@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from traitlets.config import Config, PyFileConfigLoader
-
 from kernelhub.backends import choose_authenticator, choose_spawner
 from kernelhub.credentials import local_credentials, operator_token, write_private
+from traitlets.config import Config, PyFileConfigLoader
 
 CONFIG_FILE_NAME = "kernelhub_config.py"
 STATE_FILE = "hub-state.json"
@@ -155,7 +154,9 @@ def check_db_url(db_url: str) -> None:
                 "a PostgreSQL db_url needs psycopg2: pip install 'kernelhub[postgres]'"
             ) from None
     elif not scheme.startswith("sqlite"):
-        raise StartupError(f"unsupported database URL scheme {scheme!r}: use sqlite:// or postgresql://")
+        raise StartupError(
+            f"unsupported database URL scheme {scheme!r}: use sqlite:// or postgresql://"
+        )
 
 
 def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
@@ -168,9 +169,10 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
 
     c = Config()
     creds = local_credentials(data_dir)
+    default_config = data_dir / CONFIG_FILE_NAME
     notes = [
         f"kernelhub data directory: {data_dir}",
-        f"Config file: {config_path or f'none ({data_dir / CONFIG_FILE_NAME} is read when present)'}",
+        f"Config file: {config_path or f'none ({default_config} is read when present)'}",
         choose_spawner(c, file_config, data_dir),
         choose_authenticator(c, file_config, data_dir, creds),
     ]

@@ -8,19 +8,25 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-
 from kernelhub.client import HubClient, HubError
 
 url_option = click.option(
-    "--url", envvar="KERNELHUB_URL", default="http://127.0.0.1:8000", show_default=True,
+    "--url",
+    envvar="KERNELHUB_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
     help="The hub's public URL (env KERNELHUB_URL).",
 )
 token_option = click.option(
-    "--token", envvar=["KERNELHUB_TOKEN", "JUPYTERHUB_API_TOKEN"], default=None,
+    "--token",
+    envvar=["KERNELHUB_TOKEN", "JUPYTERHUB_API_TOKEN"],
+    default=None,
     help="Your hub API token (env KERNELHUB_TOKEN); get one from the hub's Token page.",
 )
 name_option = click.option(
-    "--name", default="", help="Runtime (named server) name; empty for your default runtime.",
+    "--name",
+    default="",
+    help="Runtime (named server) name; empty for your default runtime.",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -28,8 +34,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 @contextmanager
 def hub_client(url: str, token: str | None) -> Iterator[HubClient]:
     if not token:
+        token_page = f"{url.rstrip('/')}/hub/token"
         raise click.ClickException(
-            f"no API token: pass --token or set KERNELHUB_TOKEN (create one at {url.rstrip('/')}/hub/token)"
+            f"no API token: pass --token or set KERNELHUB_TOKEN (create one at {token_page})"
         )
     client = HubClient(url, token)
     try:
@@ -56,7 +63,9 @@ def list_runtimes(url: str, token: str | None, as_json: bool) -> None:
         me = hub.user(hub.whoami()["name"])
     servers = me.get("servers", {})
     if as_json:
-        click.echo(json.dumps({"runtime_types": types["runtime_types"], "runtimes": servers}, indent=2))
+        click.echo(
+            json.dumps({"runtime_types": types["runtime_types"], "runtimes": servers}, indent=2)
+        )
         return
     click.echo("RUNTIME TYPES")
     for t in types["runtime_types"]:
@@ -90,7 +99,9 @@ def start(url: str, token: str | None, runtime_type: str | None, name: str, as_j
             ready = ready or bool(event.get("ready"))
         server = hub.user(user).get("servers", {}).get(name)
     if not ready or not server or not server.get("ready"):
-        raise click.ClickException("the runtime did not become ready; see `kernelhub runtime status`")
+        raise click.ClickException(
+            "the runtime did not become ready; see `kernelhub runtime status`"
+        )
     full_url = f"{url.rstrip('/')}{server['url']}"
     if as_json:
         click.echo(json.dumps({**server, "full_url": full_url}, indent=2))

@@ -182,7 +182,7 @@ def requested_runtime_name(user_options: Any, default: str, valid_names: list[st
         return default
     if not isinstance(user_options, Mapping):
         raise RuntimeRequestError(
-            f"user_options must be a JSON object like {{\"runtime\": \"{default}\"}}; "
+            f'user_options must be a JSON object like {{"runtime": "{default}"}}; '
             f"valid runtime types: {choices}"
         )
     unknown = sorted(str(key) for key in set(user_options) - KNOWN_OPTIONS)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-
 from kernelhub.client import HubClient, HubError
 from kernelhub.credentials import OPERATOR_TOKEN_FILE
 from kernelhub.launch import StartupError, read_hub_state
@@ -13,12 +12,20 @@ from kernelhub.launch import StartupError, read_hub_state
 
 @click.command()
 @click.argument("user")
-@click.option("--data-dir", envvar="KERNELHUB_DATA_DIR", default="kernelhub-data",
-              type=click.Path(file_okay=False, path_type=Path),
-              help="The running hub's data directory.")
+@click.option(
+    "--data-dir",
+    envvar="KERNELHUB_DATA_DIR",
+    default="kernelhub-data",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The running hub's data directory.",
+)
 @click.option("--note", default="issued with kernelhub token", show_default=True)
-@click.option("--expires-in", type=click.IntRange(min=60), default=None,
-              help="Seconds until the token expires (default: never).")
+@click.option(
+    "--expires-in",
+    type=click.IntRange(min=60),
+    default=None,
+    help="Seconds until the token expires (default: never).",
+)
 def token(user: str, data_dir: Path, note: str, expires_in: int | None) -> None:
     """Print a new API token for USER, creating the user if needed.
 
@@ -40,5 +47,7 @@ def token(user: str, data_dir: Path, note: str, expires_in: int | None) -> None:
                 click.echo(f"created user {user}", err=True)
             issued = hub.new_token(user, note, expires_in)
     except HubError as e:
-        raise click.ClickException(f"{e.message} (is `kernelhub up` running for {data_dir}?)") from None
+        raise click.ClickException(
+            f"{e.message} (is `kernelhub up` running for {data_dir}?)"
+        ) from None
     click.echo(issued["token"])

@@ -48,9 +48,7 @@ def render_runtime_form(view: RuntimeCatalogView, selected: str) -> str:
         )
     return (
         '<fieldset class="kh-runtime-form">'
-        "<legend>Hardware accelerator</legend>"
-        + "".join(rows)
-        + "</fieldset>"
+        "<legend>Hardware accelerator</legend>" + "".join(rows) + "</fieldset>"
     )
 
 

@@ -15,9 +15,8 @@ from typing import Any
 
 from jupyterhub.slugs import safe_slug
 from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import Unicode, default, validate
-
 from kernelhub.runtime_types import RuntimeType
+from traitlets import Unicode, default, validate
 
 from .runtime import RuntimeSpawnerMixin
 
@@ -93,20 +92,25 @@ class LocalRuntimeSpawner(RuntimeSpawnerMixin, LocalProcessSpawner):
         self.home_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         logs = Path(self.logs_dir)
         logs.mkdir(parents=True, exist_ok=True, mode=0o700)
-        log_path = logs / f"runtime-{safe_slug(self.user.name)}-{safe_slug(self.name or 'default')}.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - the child keeps its own copy
+        log_path = (
+            logs / f"runtime-{safe_slug(self.user.name)}-{safe_slug(self.name or 'default')}.log"
+        )
+        # the child keeps its own copies of these descriptors
+        log_file = open(log_path, "ab")  # noqa: SIM115
+        no_input = open(os.devnull)  # noqa: SIM115
         try:
+            inherited: dict[str, Any] = dict(self.popen_kwargs)  # type: ignore[has-type]
             self.popen_kwargs = {
-                **self.popen_kwargs,
+                **inherited,
                 "cwd": str(self.home_dir),
                 "stdout": log_file,
                 "stderr": log_file,
-                "stdin": open(os.devnull),  # noqa: SIM115
+                "stdin": no_input,
             }
             self.report_progress(40, "Starting Notebook 7")
             address = await super().start()
-            self.report_progress(60, f"Runtime process {self.pid} started; waiting for it to answer")
+            self.report_progress(60, f"Runtime process {self.pid} started; waiting for it")
             return address
         finally:
             log_file.close()
-            self.popen_kwargs["stdin"].close()
+            no_input.close()

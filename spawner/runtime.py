@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
-from traitlets import List, Unicode, default
-
 from kernelhub.catalog import RuntimeCatalog
 from kernelhub.errors import http_refusal
 from kernelhub.gpus import GpuInventory, NoFreeGpu
 from kernelhub.runtime_types import RUNTIME_OPTION, RuntimeRequestError, RuntimeType
+from traitlets import List, Unicode, default
 
 from .form import render_runtime_form
 
@@ -30,9 +29,7 @@ def user_group_names(user: Any) -> list[str]:
 def other_running_count(user: Any, server_name: str) -> int:
     """Active runtimes of ``user`` other than the named one."""
     return sum(
-        1
-        for name, spawner in user.spawners.items()
-        if name != server_name and spawner.active
+        1 for name, spawner in user.spawners.items() if name != server_name and spawner.active
     )
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from html import unescape
 import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from html import unescape
 from pathlib import Path
 from typing import Any
 

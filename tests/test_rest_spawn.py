@@ -8,20 +8,35 @@ from harness import HubProcess, runtime_pids, server_path, start_runtime, wait_u
 
 BAD_REQUESTS = [
     pytest.param({"user_options": {"runtime": "tpu"}}, ["'tpu'", "cpu, gpu"], id="unknown-type"),
-    pytest.param({"user_options": {"runtime": 7}}, ["'runtime' must be a string", "cpu, gpu"],
-                 id="runtime-not-a-string"),
-    pytest.param({"user_options": {"runtime": "cpu", "image": "attacker/miner"}},
-                 ["unknown user option(s): image", "cpu, gpu"], id="extra-option"),
-    pytest.param({"user_options": ["cpu"]}, ["user_options must be an object"], id="options-not-object"),
-    pytest.param({"user_options": {"runtime": "gpu"}}, ["'gpu' is unavailable", "no GPU found",
-                 "available now: cpu"], id="gpu-without-gpus"),
+    pytest.param(
+        {"user_options": {"runtime": 7}},
+        ["'runtime' must be a string", "cpu, gpu"],
+        id="runtime-not-a-string",
+    ),
+    pytest.param(
+        {"user_options": {"runtime": "cpu", "image": "attacker/miner"}},
+        ["unknown user option(s): image", "cpu, gpu"],
+        id="extra-option",
+    ),
+    pytest.param(
+        {"user_options": ["cpu"]}, ["user_options must be an object"], id="options-not-object"
+    ),
+    pytest.param(
+        {"user_options": {"runtime": "gpu"}},
+        ["'gpu' is unavailable", "no GPU found", "available now: cpu"],
+        id="gpu-without-gpus",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "fragments"), BAD_REQUESTS)
 @pytest.mark.parametrize("server", ["", "exp1"], ids=["default-server", "named-server"])
 def test_a_bad_spawn_request_is_refused_with_the_valid_choices_and_leaves_nothing(
-    hub: HubProcess, user_api: httpx.Client, username: str, body: dict, fragments: list[str],
+    hub: HubProcess,
+    user_api: httpx.Client,
+    username: str,
+    body: dict,
+    fragments: list[str],
     server: str,
 ) -> None:
     response = user_api.post(server_path(username, server), json=body)
@@ -39,7 +54,8 @@ def test_a_bad_spawn_request_is_refused_with_the_valid_choices_and_leaves_nothin
 
 def test_a_body_that_is_not_json_is_refused(user_api: httpx.Client, username: str) -> None:
     response = user_api.post(
-        server_path(username, ""), content=b"runtime=cpu",
+        server_path(username, ""),
+        content=b"runtime=cpu",
         headers={"Content-Type": "application/json"},
     )
     assert response.status_code == 400

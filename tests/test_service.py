@@ -25,20 +25,33 @@ CONFIG_PROBLEMS = [
     pytest.param(None, "does not exist", id="missing-file"),
     pytest.param("c.JupyterHub.port = (\n", "line 1", id="syntax-error"),
     pytest.param("raise RuntimeError('boom')", "RuntimeError: boom", id="file-raises"),
-    pytest.param("c.RuntimeCatalog.runtime_types = [{'name': 'GPU!'}]",
-                 "invalid configuration", id="bad-runtime-type-name"),
-    pytest.param("c.RuntimeCatalog.runtime_types = [{'name': 'cpu', 'gpus': -1}]",
-                 "gpus must be a whole number", id="negative-gpus"),
-    pytest.param("c.RuntimeCatalog.default_runtime = 'tpu'", "choose one of: cpu, gpu",
-                 id="unknown-default-runtime"),
+    pytest.param(
+        "c.RuntimeCatalog.runtime_types = [{'name': 'GPU!'}]",
+        "invalid configuration",
+        id="bad-runtime-type-name",
+    ),
+    pytest.param(
+        "c.RuntimeCatalog.runtime_types = [{'name': 'cpu', 'gpus': -1}]",
+        "gpus must be a whole number",
+        id="negative-gpus",
+    ),
+    pytest.param(
+        "c.RuntimeCatalog.default_runtime = 'tpu'",
+        "choose one of: cpu, gpu",
+        id="unknown-default-runtime",
+    ),
     pytest.param("c.GpuInventory.devices = ['0', '0']", "twice", id="duplicate-gpu"),
 ]
 
 
 def run_up(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [KERNELHUB, "up", *args], capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, check=False,
+        [KERNELHUB, "up", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
     )
 
 
@@ -59,8 +72,9 @@ def test_a_bad_config_file_is_one_clear_line(
     config = tmp_path / "kernelhub_config.py"
     if config_text is not None:
         config.write_text(config_text)
-    result = run_up("--data-dir", str(tmp_path / "data"), "--port", str(free_port()),
-                    "--config", str(config))
+    result = run_up(
+        "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), "--config", str(config)
+    )
     assert_one_clear_line(result, fragment)
 
 
@@ -97,8 +111,13 @@ def test_an_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
 
 def test_help_lists_the_environment_variables() -> None:
     result = subprocess.run([KERNELHUB, "up", "--help"], capture_output=True, text=True, check=True)
-    for variable in ("KERNELHUB_DATA_DIR", "KERNELHUB_CONFIG", "KERNELHUB_IP", "KERNELHUB_PORT",
-                     "KERNELHUB_DB_URL"):
+    for variable in (
+        "KERNELHUB_DATA_DIR",
+        "KERNELHUB_CONFIG",
+        "KERNELHUB_IP",
+        "KERNELHUB_PORT",
+        "KERNELHUB_DB_URL",
+    ):
         assert variable in result.stdout
 
 

@@ -14,7 +14,9 @@ def browser(hub: HubProcess, username: str, passwords: dict[str, str]) -> httpx.
     session.close()
 
 
-def post_form(browser: httpx.Client, fields: dict[str, str], path: str = "/hub/spawn") -> httpx.Response:
+def post_form(
+    browser: httpx.Client, fields: dict[str, str], path: str = "/hub/spawn"
+) -> httpx.Response:
     browser.get(path)
     return browser.post(path, data={**fields, "_xsrf": xsrf_token(browser)})
 
@@ -55,8 +57,12 @@ def test_start_with_none_cpu_opens_notebook_7(
     ],
 )
 def test_a_refused_choice_shows_the_form_again_with_the_reason(
-    hub: HubProcess, browser: httpx.Client, user_api: httpx.Client, username: str,
-    fields: dict[str, str], fragments: list[str],
+    hub: HubProcess,
+    browser: httpx.Client,
+    user_api: httpx.Client,
+    username: str,
+    fields: dict[str, str],
+    fragments: list[str],
 ) -> None:
     response = post_form(browser, fields)
 
