@@ -62,7 +62,7 @@ class RuntimeTypesAPIHandler(APIHandler):
     async def get(self) -> None:
         requester = self.current_user
         if requester is None:
-            raise web.HTTPError(403, "sign in or send an API token to list runtime types")
+            raise web.HTTPError(403, "sign in or send a valid API token to list runtime types")
         catalog = RuntimeCatalog.instance()
         inventory = catalog.gpus
         discovery = inventory.discovery

@@ -20,8 +20,12 @@ class HubError(Exception):
 
 
 class HubClient:
+    # the hub sends a keepalive on progress streams every few seconds
+    PROGRESS_READ_TIMEOUT = 120.0
+
     def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
         self.base_url = url.rstrip("/")
+        self.identified = False  # has the hub accepted the token yet?
         self._http = httpx.Client(
             base_url=f"{self.base_url}/hub/api/",
             headers={"Authorization": f"token {token}"},
@@ -52,7 +56,9 @@ class HubClient:
 
     # -- JupyterHub API --------------------------------------------------
     def whoami(self) -> dict[str, Any]:
-        return dict(self.json("GET", "user"))
+        me = dict(self.json("GET", "user"))
+        self.identified = True
+        return me
 
     def user(self, name: str) -> dict[str, Any]:
         return dict(self.json("GET", f"users/{quote(name, safe='')}"))
@@ -79,7 +85,8 @@ class HubClient:
         """Spawn progress events (server-sent events) until the spawn ends."""
         path = f"{_server_path(user, server)}/progress"
         try:
-            with self._http.stream("GET", path, timeout=None) as response:
+            timeout = httpx.Timeout(30.0, read=self.PROGRESS_READ_TIMEOUT)
+            with self._http.stream("GET", path, timeout=timeout) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise HubError(_error_message(response), response.status_code)

@@ -35,14 +35,39 @@ def local_credentials(data_dir: Path) -> LocalCredentials:
     """The shared passwords for local sign-in, generated on first use."""
     path = data_dir / CREDENTIALS_FILE
     if path.exists():
-        stored = json.loads(path.read_text())
-        return LocalCredentials(stored["user_password"], stored["admin_password"], False)
+        return _read_credentials(path)
     creds = {
         "user_password": secrets.token_urlsafe(12),
         "admin_password": secrets.token_urlsafe(33),
     }
     write_private(path, json.dumps(creds, indent=2) + "\n")
     return LocalCredentials(creds["user_password"], creds["admin_password"], True)
+
+
+class CredentialsError(ValueError):
+    """The stored local credentials are unusable; the message says how to fix them."""
+
+
+# JupyterHub's SharedPasswordAuthenticator refuses shorter passwords
+MIN_USER_PASSWORD = 8
+MIN_ADMIN_PASSWORD = 32
+
+
+def _read_credentials(path: Path) -> LocalCredentials:
+    fix = f"fix {path} or delete it to generate new passwords"
+    try:
+        stored = json.loads(path.read_text())
+        user, admin = stored["user_password"], stored["admin_password"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CredentialsError(f"cannot use {path} ({type(e).__name__}: {e}); {fix}") from None
+    if not isinstance(user, str) or len(user) < MIN_USER_PASSWORD:
+        raise CredentialsError(f"user_password must be {MIN_USER_PASSWORD}+ characters; {fix}")
+    if not isinstance(admin, str) or len(admin) < MIN_ADMIN_PASSWORD or admin == user:
+        raise CredentialsError(
+            f"admin_password must be {MIN_ADMIN_PASSWORD}+ characters and differ from "
+            f"user_password; {fix}"
+        )
+    return LocalCredentials(user, admin, False)
 
 
 def operator_token(data_dir: Path) -> str:

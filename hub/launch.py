@@ -15,7 +15,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 from kernelhub.backends import choose_authenticator, choose_spawner
-from kernelhub.credentials import local_credentials, operator_token, write_private
+from kernelhub.credentials import (
+    CredentialsError,
+    local_credentials,
+    operator_token,
+    write_private,
+)
 from traitlets.config import Config, PyFileConfigLoader
 
 CONFIG_FILE_NAME = "kernelhub_config.py"
@@ -168,7 +173,10 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
     file_config = load_config_file(config_path.resolve()) if config_path else Config()
 
     c = Config()
-    creds = local_credentials(data_dir)
+    try:
+        creds = local_credentials(data_dir)
+    except CredentialsError as e:
+        raise StartupError(str(e)) from None
     default_config = data_dir / CONFIG_FILE_NAME
     notes = [
         f"kernelhub data directory: {data_dir}",

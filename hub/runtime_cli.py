@@ -42,6 +42,11 @@ def hub_client(url: str, token: str | None) -> Iterator[HubClient]:
     try:
         yield client
     except HubError as e:
+        if e.status == 403 and not client.identified:
+            raise click.ClickException(
+                f"the hub refused this API token ({e.message}); it may be mistyped, expired "
+                f"or revoked: create a new one at {url.rstrip('/')}/hub/token"
+            ) from None
         raise click.ClickException(e.message) from None
     finally:
         client.close()
@@ -134,7 +139,10 @@ def status(url: str, token: str | None, name: str, as_json: bool) -> None:
         user = hub.whoami()["name"]
         server = hub.user(user).get("servers", {}).get(name)
     if as_json:
-        click.echo(json.dumps(server or {"name": name, "ready": False, "pending": None}, indent=2))
+        model = server or {"name": name, "ready": False, "pending": None, "url": None}
+        if server:
+            model = {**server, "full_url": f"{url.rstrip('/')}{server['url']}"}
+        click.echo(json.dumps(model, indent=2))
     elif server is None:
         click.echo(f"{name or '(default)'}: not running")
     else:

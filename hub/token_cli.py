@@ -34,8 +34,13 @@ def token(user: str, data_dir: Path, note: str, expires_in: int | None) -> None:
     try:
         state = read_hub_state(data_dir)
         operator = (data_dir.expanduser() / OPERATOR_TOKEN_FILE).read_text().strip()
-    except (StartupError, OSError) as e:
+    except StartupError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(
+            f"cannot read the operator token in {data_dir} ({e.strerror}): start the hub "
+            f"once with `kernelhub up --data-dir {data_dir}`"
+        ) from None
     try:
         with HubClient(state["url"], operator) as hub:
             try:

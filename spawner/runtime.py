@@ -100,6 +100,11 @@ class RuntimeSpawnerMixin(Spawner):
         async def apply(spawner: Any, user_options: dict[str, Any]) -> None:
             spawner._progress_events = []
             runtime_type = spawner.admit(user_options)
+            # record the type actually used (a request may leave it to the default)
+            resolved = {**(user_options or {}), RUNTIME_OPTION: runtime_type.name}
+            spawner.user_options = resolved
+            if spawner.orm_spawner is not None:
+                spawner.orm_spawner.user_options = resolved
             spawner.take_gpus(runtime_type)
             spawner.runtime_type_name = runtime_type.name
             gpus = f"GPU {','.join(spawner.gpu_ids)}" if spawner.gpu_ids else "no GPU"

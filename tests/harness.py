@@ -193,7 +193,7 @@ def wait_ready(api: httpx.Client, user: str, server: str = "") -> dict[str, Any]
 def xsrf_token(session: httpx.Client) -> str:
     for cookie in session.cookies.jar:
         if cookie.name == "_xsrf":
-            return cookie.value
+            return str(cookie.value)
     raise AssertionError("hub set no _xsrf cookie")
 
 

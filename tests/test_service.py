@@ -78,6 +78,33 @@ def test_a_bad_config_file_is_one_clear_line(
     assert_one_clear_line(result, fragment)
 
 
+@pytest.mark.parametrize(
+    ("stored", "fragment"),
+    [
+        pytest.param("{not json", "JSONDecodeError", id="not-json"),
+        pytest.param(
+            '{"user_password": "short", "admin_password": "x"}',
+            "user_password must be 8+ characters",
+            id="short-user-password",
+        ),
+        pytest.param(
+            '{"user_password": "long enough", "admin_password": "too short"}',
+            "admin_password must be 32+ characters",
+            id="short-admin-password",
+        ),
+    ],
+)
+def test_unusable_stored_passwords_are_one_clear_line(
+    tmp_path: Path, stored: str, fragment: str
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "local-credentials.json").write_text(stored)
+    result = run_up("--data-dir", str(data_dir), "--port", str(free_port()))
+    assert_one_clear_line(result, fragment)
+    assert "delete it to generate new passwords" in result.stderr
+
+
 def test_a_port_in_use_is_one_clear_line(tmp_path: Path, passwords: dict[str, str]) -> None:
     write_test_credentials(tmp_path / "data", passwords["user"], passwords["admin"])
     with socket.socket() as busy:
