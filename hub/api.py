@@ -12,14 +12,10 @@ from typing import Any
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
-from kernelhub.catalog import RuntimeCatalog
+from kernelhub.catalog import RuntimeCatalog, user_group_names
 from kernelhub.errors import http_refusal
 from kernelhub.runtime_types import RuntimeRequestError
 from tornado import web
-
-
-def _group_names(user: Any) -> list[str]:
-    return [group.name for group in getattr(user, "groups", None) or []]
 
 
 class RuntimeServerAPIHandler(UserServerAPIHandler):
@@ -46,11 +42,8 @@ class RuntimeServerAPIHandler(UserServerAPIHandler):
         options = body.get("user_options")
         if options is None and server_name in user.orm_spawners:
             options = user.orm_spawners[server_name].user_options or None
-        running = sum(
-            1 for name, spawner in user.spawners.items() if name != server_name and spawner.active
-        )
         try:
-            RuntimeCatalog.instance().admit(options, _group_names(user), running)
+            RuntimeCatalog.instance().admit_for(user, server_name, options)
         except RuntimeRequestError as e:
             self.log.info("Refused runtime for %s/%s: %s", user.name, server_name, e.message)
             raise http_refusal(e.message, e.status) from None
@@ -70,7 +63,7 @@ class RuntimeTypesAPIHandler(APIHandler):
             json.dumps(
                 {
                     "default": catalog.default_runtime,
-                    "runtime_types": catalog.view(_group_names(requester)).to_json(),
+                    "runtime_types": catalog.view(user_group_names(requester)).to_json(),
                     "gpus": {
                         "source": discovery.source if discovery else "none",
                         "total": len(inventory.ids),

@@ -22,6 +22,18 @@ from .runtime_types import (
 )
 
 
+def user_group_names(user: Any) -> list[str]:
+    """Group names of a JupyterHub user (services have none)."""
+    return [group.name for group in getattr(user, "groups", None) or []]
+
+
+def other_running_count(user: Any, server_name: str) -> int:
+    """Active (running or pending) runtimes of ``user`` other than ``server_name``."""
+    return sum(
+        1 for name, spawner in user.spawners.items() if name != server_name and spawner.active
+    )
+
+
 class RuntimeCatalog(SingletonConfigurable):
     """Runtime types offered on the "Change runtime type" form and the REST API."""
 
@@ -103,6 +115,12 @@ class RuntimeCatalog(SingletonConfigurable):
     def view(self, user_groups: Iterable[str]) -> RuntimeCatalogView:
         groups = list(user_groups)
         return RuntimeCatalogView([(t, self.availability(t, groups)) for t in self.types])
+
+    def admit_for(self, user: Any, server_name: str, user_options: Any) -> RuntimeType:
+        """``admit`` for a JupyterHub user starting ``server_name``."""
+        return self.admit(
+            user_options, user_group_names(user), other_running_count(user, server_name)
+        )
 
     def admit(
         self, user_options: Any, user_groups: Iterable[str], other_running: int

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 from kernelhub import __version__
+from kernelhub.cli_options import data_dir_option
 from kernelhub.launch import StartupError, UpOptions, build_config, run_hub
 from kernelhub.runtime_cli import runtime
 from kernelhub.token_cli import token
@@ -31,13 +32,7 @@ def main() -> None:
 
 
 @main.command(epilog=ENV_HELP)
-@click.option(
-    "--data-dir",
-    envvar="KERNELHUB_DATA_DIR",
-    default="kernelhub-data",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where the hub keeps its database, secrets and users' files.",
-)
+@data_dir_option("Where the hub keeps its database, secrets and users' files.")
 @click.option(
     "--config",
     "config_file",

@@ -24,6 +24,7 @@ from kernelhub.credentials import (
 from traitlets.config import Config, PyFileConfigLoader
 
 CONFIG_FILE_NAME = "kernelhub_config.py"
+DEFAULT_DATA_DIR = "kernelhub-data"
 STATE_FILE = "hub-state.json"
 OPERATOR_SERVICE = "kernelhub-operator"
 OPERATOR_SCOPES = ["admin:users", "tokens", "list:users", "read:users", "admin:servers"]
@@ -150,18 +151,30 @@ def _stale_proxy_running(data_dir: Path) -> bool:
 
 
 def check_db_url(db_url: str) -> None:
-    scheme = urlparse(db_url).scheme
-    if scheme.startswith("postgresql"):
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            raise StartupError(
-                "a PostgreSQL db_url needs psycopg2: pip install 'kernelhub[postgres]'"
-            ) from None
-    elif not scheme.startswith("sqlite"):
+    """Fail early, in one line, on a database URL SQLAlchemy cannot use."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(db_url)
+        url.get_dialect().import_dbapi()
+    except (ArgumentError, NoSuchModuleError):
         raise StartupError(
-            f"unsupported database URL scheme {scheme!r}: use sqlite:// or postgresql://"
-        )
+            f"unsupported database URL {_without_password(db_url)!r}: "
+            "use sqlite:///PATH or postgresql://USER@HOST/DB"
+        ) from None
+    except ImportError as e:
+        raise StartupError(
+            f"the {url.get_backend_name()} database driver is not installed ({e.name}): "
+            "pip install 'kernelhub[postgres]'"
+        ) from None
+
+
+def _without_password(db_url: str) -> str:
+    parsed = urlparse(db_url)
+    if parsed.password:
+        return db_url.replace(f":{parsed.password}@", ":***@")
+    return db_url
 
 
 def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from kernelhub.cli_options import data_dir_option
 from kernelhub.client import HubClient, HubError
 from kernelhub.credentials import OPERATOR_TOKEN_FILE
 from kernelhub.launch import StartupError, read_hub_state
@@ -12,13 +13,7 @@ from kernelhub.launch import StartupError, read_hub_state
 
 @click.command()
 @click.argument("user")
-@click.option(
-    "--data-dir",
-    envvar="KERNELHUB_DATA_DIR",
-    default="kernelhub-data",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The running hub's data directory.",
-)
+@data_dir_option("The running hub's data directory.")
 @click.option("--note", default="issued with kernelhub token", show_default=True)
 @click.option(
     "--expires-in",

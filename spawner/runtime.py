@@ -13,24 +13,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
-from kernelhub.catalog import RuntimeCatalog
+from kernelhub.catalog import RuntimeCatalog, user_group_names
 from kernelhub.errors import http_refusal
 from kernelhub.gpus import GpuInventory, NoFreeGpu
 from kernelhub.runtime_types import RUNTIME_OPTION, RuntimeRequestError, RuntimeType
 from traitlets import List, Unicode, default
 
 from .form import render_runtime_form
-
-
-def user_group_names(user: Any) -> list[str]:
-    return [group.name for group in getattr(user, "groups", [])]
-
-
-def other_running_count(user: Any, server_name: str) -> int:
-    """Active runtimes of ``user`` other than the named one."""
-    return sum(
-        1 for name, spawner in user.spawners.items() if name != server_name and spawner.active
-    )
 
 
 class RuntimeSpawnerMixin(Spawner):
@@ -42,21 +31,20 @@ class RuntimeSpawnerMixin(Spawner):
     )
     gpu_ids = List(Unicode(), help="GPUs held by this server (spawner state, not config).")
 
-    _progress_events: list[dict[str, Any]]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._progress_events: list[dict[str, Any]] = []
 
     def report_progress(self, percent: int, message: str) -> None:
         """Record a spawn step; `kernelhub runtime start` and the hub's progress page show it."""
-        if not hasattr(self, "_progress_events"):
-            self._progress_events = []
         self._progress_events.append({"progress": percent, "message": message})
 
     async def progress(self) -> AsyncIterator[dict[str, Any]]:
         # JupyterHub stops iterating once the spawn finishes
         sent = 0
         while True:
-            events = getattr(self, "_progress_events", [])
-            while sent < len(events):
-                yield events[sent]
+            while sent < len(self._progress_events):
+                yield self._progress_events[sent]
                 sent += 1
             await asyncio.sleep(0.1)
 
@@ -98,7 +86,7 @@ class RuntimeSpawnerMixin(Spawner):
     @default("apply_user_options")
     def _apply_runtime_options(self) -> Any:
         async def apply(spawner: Any, user_options: dict[str, Any]) -> None:
-            spawner._progress_events = []
+            spawner._progress_events.clear()
             runtime_type = spawner.admit(user_options)
             # record the type actually used (a request may leave it to the default)
             resolved = {**(user_options or {}), RUNTIME_OPTION: runtime_type.name}
@@ -116,11 +104,7 @@ class RuntimeSpawnerMixin(Spawner):
     def admit(self, user_options: Any) -> RuntimeType:
         """Validate ``user_options`` for this user now; HTTP 400 with the reason if refused."""
         try:
-            return self.catalog.admit(
-                user_options,
-                user_group_names(self.user),
-                other_running_count(self.user, self.name),
-            )
+            return self.catalog.admit_for(self.user, self.name, user_options)
         except RuntimeRequestError as e:
             raise http_refusal(e.message, e.status) from None
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 from harness import (
     HubProcess,
+    PostgresCluster,
     free_port,
     runtime_pids,
     stop_all_runtimes,
@@ -51,10 +52,17 @@ def hub_factory(
     """Start real hubs (kernelhub up + configurable-http-proxy); all are stopped at the end."""
     started: list[HubProcess] = []
 
-    def start(config_text: str | None = None, name: str = "hub", wait: bool = True) -> HubProcess:
+    def start(
+        config_text: str | None = None,
+        name: str = "hub",
+        wait: bool = True,
+        db_url: str | None = None,
+    ) -> HubProcess:
         data_dir = tmp_path_factory.mktemp(name) / "data"
         write_test_credentials(data_dir, passwords["user"], passwords["admin"])
-        hub = HubProcess(data_dir=data_dir, port=free_port(), config_text=config_text)
+        hub = HubProcess(
+            data_dir=data_dir, port=free_port(), config_text=config_text, db_url=db_url
+        )
         started.append(hub)
         _running_hubs.append(hub)
         return hub.start(wait=wait)
@@ -91,3 +99,14 @@ def user_api(hub: HubProcess, username: str) -> Iterator[httpx.Client]:
     with hub.api(hub.token(username)) as api:
         yield api
         stop_all_runtimes(api, username)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server on loopback, in a throwaway cluster."""
+    cluster = PostgresCluster(free_port())
+    cluster.start()
+    try:
+        yield cluster.create_database("kernelhub")
+    finally:
+        cluster.stop()

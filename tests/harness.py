@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from html import unescape
@@ -40,6 +42,7 @@ class HubProcess:
     data_dir: Path
     port: int
     config_text: str | None = None
+    db_url: str | None = None
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     starts: int = 0
@@ -53,6 +56,8 @@ class HubProcess:
 
     def command(self) -> list[str]:
         cmd = [KERNELHUB, "up", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        if self.db_url:
+            cmd += ["--db-url", self.db_url]
         if self.config_text is not None:
             config = self.data_dir.parent / f"{self.data_dir.name}_config.py"
             config.write_text(self.config_text)
@@ -234,3 +239,59 @@ def _not_zombie(pid: int) -> bool:
 
 def elapsed(t0: float) -> float:
     return time.monotonic() - t0
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (Debian's server binaries), trust auth on loopback.
+
+    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user.
+    """
+
+    def __init__(self, port: int) -> None:
+        # not under pytest's tmp dirs: those are private to root
+        self.base = Path(tempfile.mkdtemp(prefix="kernelhub-pg-"))
+        self.data = self.base / "cluster"
+        self.port = port
+        self.bin = self._find_bin()
+
+    @staticmethod
+    def _find_bin() -> Path:
+        candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+        if not candidates:
+            raise RuntimeError("PostgreSQL server binaries missing: apt-get install postgresql")
+        return candidates[0].parent
+
+    def _run(self, *args: str) -> None:
+        cmd = list(args)
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:1])} failed: {result.stderr or result.stdout}")
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(self.base, "postgres", "postgres")
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "--auth=trust", "-U", "postgres")
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1"
+        log = str(self.base / "server.log")  # keeps the server off our pipes
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", log, "-w", "start"
+        )
+
+    def create_database(self, name: str) -> str:
+        self._run(
+            str(self.bin / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            name,
+        )
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
+        shutil.rmtree(self.base, ignore_errors=True)

@@ -118,7 +118,12 @@ def test_a_port_in_use_is_one_clear_line(tmp_path: Path, passwords: dict[str, st
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        pytest.param(["--db-url", "mysql://db/hub"], "unsupported database URL scheme", id="db"),
+        pytest.param(["--db-url", "nosuchdb://db/hub"], "unsupported database URL", id="db"),
+        pytest.param(
+            ["--db-url", "postgresql+pg8000://u:secret@db/hub"],
+            "the postgresql database driver is not installed (pg8000)",
+            id="db-driver-missing",
+        ),
         pytest.param(["--port", "70000"], "70000", id="port-out-of-range"),
     ],
 )
@@ -204,3 +209,19 @@ def test_a_hub_restart_leaves_runtimes_running_and_reachable(
         assert api.get("users/dave").json()["servers"][""]["ready"] is True
         assert api.get(f"{hub.url}{model['url']}api/status").status_code == 200
     assert runtime_pids(hub.data_dir) == runtimes
+
+
+def test_the_hub_database_can_be_postgresql(
+    hub_factory: Callable[..., HubProcess], postgres_url: str
+) -> None:
+    hub = hub_factory(name="postgres", db_url=postgres_url)
+    token = hub.token("frank")
+    with hub.api(token) as api:
+        start_runtime(api, "frank")
+    hub.stop(signal.SIGTERM)
+    hub.start()
+
+    with hub.api(token) as api:
+        assert api.get("users/frank").json()["servers"][""]["ready"] is True
+    assert not (hub.data_dir / "jupyterhub.sqlite").exists()
+    assert "PostgresqlImpl" in hub.log()
