@@ -12,10 +12,11 @@ from typing import Any
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
+from tornado import web
+
 from kernelhub.catalog import RuntimeCatalog, user_group_names
 from kernelhub.errors import http_refusal
 from kernelhub.runtime_types import RuntimeRequestError
-from tornado import web
 
 
 class RuntimeServerAPIHandler(UserServerAPIHandler):

@@ -6,12 +6,13 @@ import signal
 from typing import Any
 
 from jupyterhub.app import JupyterHub
+from traitlets import Bool, List, Unicode
+
 from kernelhub import __version__
 from kernelhub.api import kernelhub_api_handlers
 from kernelhub.catalog import RuntimeCatalog
 from kernelhub.executor import run_blocking
 from kernelhub.gpus import GpuInventory, discover_with_nvml
-from traitlets import Bool, List, Unicode
 
 
 class KernelHubApp(JupyterHub):

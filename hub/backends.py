@@ -1,32 +1,66 @@
 """Which spawner and authenticator `kernelhub up` uses, and why (logged at start).
 
 Each backend is chosen from what the machine offers. The embedded defaults need
-nothing beyond this Python environment; later backends (Docker runtimes, Google
-sign-in) slot in here, ahead of the defaults, when their prerequisites are met.
+nothing beyond this Python environment; Docker runtimes (and later Google sign-in)
+are used when their prerequisites are met, ahead of the defaults.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kernelhub.credentials import LocalCredentials
 from traitlets.config import Config
+
+from kernelhub.credentials import LocalCredentials
+from kernelhub.docker_engine import check_engine
 
 LOCAL_ADMIN = "admin"
 
 
-def choose_spawner(c: Config, file_config: Config, data_dir: Path) -> str:
+RUNTIME_BACKENDS = ("auto", "local", "docker")
+
+
+class BackendUnavailable(Exception):
+    """The backend the operator asked for cannot run here; the message says why."""
+
+
+def choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: str = "auto") -> str:
+    """Pick the runtime backend: Docker containers when usable, else local processes."""
     if "spawner_class" in file_config.get("JupyterHub", {}):
         return "Runtimes: spawner set by the config file (JupyterHub.spawner_class)"
+    if runtimes != "local":
+        check = check_engine(_cpu_runtime_images(file_config))
+        if check.usable:
+            _use_docker(c, check.bridge_gateway)
+            return f"Runtimes: Docker containers ({check.reason})"
+        if runtimes == "docker":
+            raise BackendUnavailable(f"--runtimes docker: {check.reason}")
+        why = check.reason
+    else:
+        why = "--runtimes local"
     from kernelhub.spawner import LocalRuntimeSpawner
 
     c.JupyterHub.spawner_class = LocalRuntimeSpawner
     c.LocalRuntimeSpawner.users_dir = str(data_dir / "users")
     c.LocalRuntimeSpawner.logs_dir = str(data_dir / "logs")
-    return (
-        "Runtimes: local processes (embedded default; no Docker runtime backend is "
-        f"configured), each user's files in {data_dir / 'users'}"
-    )
+    return f"Runtimes: local processes ({why}), each user's files in {data_dir / 'users'}"
+
+
+def _cpu_runtime_images(file_config: Config) -> list[str]:
+    """Images a Docker hub needs before it starts; GPU images are checked at spawn."""
+    from kernelhub.catalog import RuntimeCatalog
+
+    catalog = RuntimeCatalog(config=file_config)
+    return sorted({t.image for t in catalog.types if t.image and not t.gpus})
+
+
+def _use_docker(c: Config, bridge_gateway: str) -> None:
+    from kernelhub.spawner.docker_runtime import DockerRuntimeSpawner
+
+    c.JupyterHub.spawner_class = DockerRuntimeSpawner
+    # containers reach the hub's API on the engine's bridge, not on loopback
+    c.JupyterHub.hub_ip = bridge_gateway
+    c.JupyterHub.hub_connect_ip = bridge_gateway
 
 
 def choose_authenticator(

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
+from traitlets import TraitError
+
 from kernelhub import __version__
 from kernelhub.cli_options import data_dir_option
+from kernelhub.drive_cli import drive
+from kernelhub.images_cli import images
 from kernelhub.launch import StartupError, UpOptions, build_config, run_hub
 from kernelhub.runtime_cli import runtime
 from kernelhub.token_cli import token
-from traitlets import TraitError
 
 ENV_HELP = """\b
 Environment variables (each is the same as its flag):
@@ -22,6 +25,7 @@ Environment variables (each is the same as its flag):
   KERNELHUB_PORT       --port       (default 8000)
   KERNELHUB_DB_URL     --db-url     (default sqlite in DATA_DIR; postgresql://... works)
   KERNELHUB_LOG_LEVEL  --log-level  (default INFO)
+  KERNELHUB_RUNTIMES   --runtimes   (default auto: Docker when usable, else local)
 """
 
 
@@ -69,6 +73,14 @@ def main() -> None:
     show_default=True,
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
+@click.option(
+    "--runtimes",
+    envvar="KERNELHUB_RUNTIMES",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "local", "docker"], case_sensitive=False),
+    help="Runtime backend: Docker containers when an engine and the images are there (auto).",
+)
 @click.pass_context
 def up(
     ctx: click.Context,
@@ -78,6 +90,7 @@ def up(
     port: int,
     db_url: str | None,
     log_level: str,
+    runtimes: str,
 ) -> None:
     """Start the hub, its proxy and (on Ctrl-C) stop them again."""
     explicit = {
@@ -93,6 +106,7 @@ def up(
         config_file=config_file,
         db_url=db_url,
         log_level=log_level.upper(),
+        runtimes=runtimes.lower(),
         explicit=explicit,
     )
     try:
@@ -137,6 +151,8 @@ def _announce_sign_in(config: object, data_dir: Path, new_passwords: bool) -> No
 
 main.add_command(token)
 main.add_command(runtime)
+main.add_command(images)
+main.add_command(drive)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from kernelhub.launch import DEFAULT_DATA_DIR
 
 

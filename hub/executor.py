@@ -19,6 +19,11 @@ MAX_BLOCKING_WORKERS = 64
 _pool: ThreadPoolExecutor | None = None
 
 
+def blocking_pool() -> ThreadPoolExecutor:
+    """The shared pool itself, for libraries that want an Executor object."""
+    return _executor()
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:

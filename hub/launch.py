@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from kernelhub.backends import choose_authenticator, choose_spawner
+from traitlets import TraitError
+from traitlets.config import Config, PyFileConfigLoader
+
+from kernelhub.backends import BackendUnavailable, choose_authenticator, choose_spawner
 from kernelhub.credentials import (
     CredentialsError,
     local_credentials,
     operator_token,
     write_private,
 )
-from traitlets.config import Config, PyFileConfigLoader
 
 CONFIG_FILE_NAME = "kernelhub_config.py"
 DEFAULT_DATA_DIR = "kernelhub-data"
@@ -42,6 +44,7 @@ class UpOptions:
     config_file: Path | None = None
     db_url: str | None = None
     log_level: str = "INFO"
+    runtimes: str = "auto"
     # flags given on the command line or in the environment (they beat the file)
     explicit: set[str] = field(default_factory=set)
 
@@ -194,7 +197,7 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
     notes = [
         f"kernelhub data directory: {data_dir}",
         f"Config file: {config_path or f'none ({default_config} is read when present)'}",
-        choose_spawner(c, file_config, data_dir),
+        _choose_spawner(c, file_config, data_dir, options.runtimes),
         choose_authenticator(c, file_config, data_dir, creds),
     ]
     ports = internal_ports(data_dir)
@@ -230,6 +233,15 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
     check_port_free(bind.hostname or "", bind.port or 80, data_dir)
     write_hub_state(data_dir, c.JupyterHub.bind_url, ports)
     return c, notes, creds.created_now
+
+
+def _choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: str) -> str:
+    try:
+        return choose_spawner(c, file_config, data_dir, runtimes)
+    except BackendUnavailable as e:
+        raise StartupError(str(e)) from None
+    except TraitError as e:
+        raise StartupError(f"invalid configuration: {e}") from None
 
 
 def _url_host(ip: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from kernelhub.cli_options import data_dir_option
 from kernelhub.client import HubClient, HubError
 from kernelhub.credentials import OPERATOR_TOKEN_FILE

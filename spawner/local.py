@@ -15,8 +15,9 @@ from typing import Any
 
 from jupyterhub.slugs import safe_slug
 from jupyterhub.spawner import LocalProcessSpawner
-from kernelhub.runtime_types import RuntimeType
 from traitlets import Unicode, default, validate
+
+from kernelhub.runtime_types import RuntimeType
 
 from .runtime import RuntimeSpawnerMixin
 

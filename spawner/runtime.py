@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from traitlets import List, Unicode, default
+
 from kernelhub.catalog import RuntimeCatalog, user_group_names
 from kernelhub.errors import http_refusal
 from kernelhub.gpus import GpuInventory, NoFreeGpu
 from kernelhub.runtime_types import RUNTIME_OPTION, RuntimeRequestError, RuntimeType
-from traitlets import List, Unicode, default
 
 from .form import render_runtime_form
 

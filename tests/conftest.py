@@ -57,11 +57,16 @@ def hub_factory(
         name: str = "hub",
         wait: bool = True,
         db_url: str | None = None,
+        runtimes: str = "local",
     ) -> HubProcess:
         data_dir = tmp_path_factory.mktemp(name) / "data"
         write_test_credentials(data_dir, passwords["user"], passwords["admin"])
         hub = HubProcess(
-            data_dir=data_dir, port=free_port(), config_text=config_text, db_url=db_url
+            data_dir=data_dir,
+            port=free_port(),
+            config_text=config_text,
+            db_url=db_url,
+            runtimes=runtimes,
         )
         started.append(hub)
         _running_hubs.append(hub)

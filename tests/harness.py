@@ -43,6 +43,7 @@ class HubProcess:
     port: int
     config_text: str | None = None
     db_url: str | None = None
+    runtimes: str = "local"
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     starts: int = 0
@@ -56,6 +57,7 @@ class HubProcess:
 
     def command(self) -> list[str]:
         cmd = [KERNELHUB, "up", "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        cmd += ["--runtimes", self.runtimes]
         if self.db_url:
             cmd += ["--db-url", self.db_url]
         if self.config_text is not None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import KERNELHUB, HubProcess, free_port, runtime_pids, wait_until
+
 from kernelhub.credentials import operator_token
 from kernelhub.launch import write_hub_state
 

@@ -3,6 +3,7 @@
 import asyncio
 
 import pytest
+
 from kernelhub.gpus import Discovery, GpuDevice, GpuInventory, NoFreeGpu
 
 FOUR = ["0", "1", "2", "3"]

@@ -3,6 +3,7 @@
 from html.parser import HTMLParser
 
 import pytest
+
 from kernelhub.runtime_types import Availability, RuntimeCatalogView, RuntimeType
 from kernelhub.spawner.form import render_runtime_form
 

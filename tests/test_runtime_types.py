@@ -1,6 +1,9 @@
 """Specification of runtime types: configuration parsing, request validation and the catalog."""
 
 import pytest
+from traitlets import TraitError
+from traitlets.config import Config
+
 from kernelhub.catalog import RuntimeCatalog
 from kernelhub.gpus import GpuInventory
 from kernelhub.runtime_types import (
@@ -12,8 +15,6 @@ from kernelhub.runtime_types import (
     parse_runtime_types,
     requested_runtime_name,
 )
-from traitlets import TraitError
-from traitlets.config import Config
 
 VALID = ["cpu", "gpu"]
 

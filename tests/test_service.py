@@ -171,7 +171,7 @@ def test_local_passwords_are_generated_private_and_shown_once(tmp_path: Path) ->
 
 def test_the_start_up_log_says_which_backends_are_used_and_why(hub: HubProcess) -> None:
     log = hub.log()
-    assert "Runtimes: local processes (embedded default" in log
+    assert "Runtimes: local processes (--runtimes local)" in log
     assert "Sign-in: local shared password (embedded default" in log
     assert "No GPUs (NVML unavailable" in log
 

@@ -1,0 +1,63 @@
+"""The hub's one seam to the Docker engine, for decisions made before spawning.
+
+(Spawning itself goes through DockerSpawner's client, on the shared pool.)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    usable: bool
+    reason: str
+    bridge_gateway: str = ""
+
+
+def check_engine(images: list[str]) -> EngineCheck:
+    """Does a Docker engine answer, and are the runtime images there? Blocking."""
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except docker.errors.DockerException as e:
+        return EngineCheck(False, f"no Docker engine answered ({_short(e)})")
+    try:
+        missing = [image for image in images if not _has_image(client, image)]
+        if missing:
+            return EngineCheck(
+                False,
+                f"the Docker engine lacks runtime image(s) {', '.join(missing)} "
+                "(build them with `kernelhub images build`)",
+            )
+        ipam = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+        gateway = ipam.get("Gateway") or _first_host(ipam["Subnet"])
+        return EngineCheck(True, "a Docker engine answers and has the runtime images", gateway)
+    except (docker.errors.DockerException, KeyError, IndexError) as e:
+        return EngineCheck(False, f"the Docker engine could not be inspected ({_short(e)})")
+    finally:
+        client.close()
+
+
+def _first_host(subnet: str) -> str:
+    # the default bridge often lists only its subnet; the engine gives the host
+    # side of the bridge the subnet's first address
+    return str(next(ipaddress.ip_network(subnet).hosts()))
+
+
+def _has_image(client: object, image: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(image)  # type: ignore[attr-defined]
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def _short(error: Exception) -> str:
+    return str(error).splitlines()[0][:200]

@@ -1,0 +1,299 @@
+"""Runtime images: a Debian base image from debootstrap, and kernelhub's runtime images.
+
+No registry is needed. The engine is reached through the docker SDK, except for two
+subprocesses: `tar` into the SDK's image import, and `docker build` (BuildKit, for the
+`cacert` build secret). A built image's label `org.kernelhub.source-hash` covers its
+folder, `images/common/` and its base images' IDs; a build with a matching label is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the SDK is imported when used: `kernelhub` starts faster without it
+    import docker
+    from docker.models.images import Image
+
+IMAGE_NAMES = ("test", "cpu", "gpu")
+HASH_LABEL = "org.kernelhub.source-hash"
+DEFAULT_BASE_TAG = "debian:bookworm-slim"
+DEFAULT_SUITE = "bookworm"
+SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+DEFAULT_IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+# forwarded to `docker build` when set: Docker's predefined build args, kept out of the image
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
+# `docker import` starts an image with no command; the official Debian images run bash
+BASE_CHANGES = ['CMD ["bash"]']
+# what Debian's -slim images leave out, for the base and for every package installed later
+SLIM_DPKG_CFG = """\
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+"""
+# emptied in the base image; apt recreates its folders
+SLIM_CLEAR = ["usr/share/man", "usr/share/info", "usr/share/locale"]
+SLIM_CLEAR += ["var/lib/apt/lists", "var/cache/apt"]
+
+FROM_LINE = re.compile(r"^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", re.I | re.M)
+
+Echo = Callable[[str], None]
+
+
+class ImageError(Exception):
+    """A failure with a one-line message for the user."""
+
+
+def runtime_tag(name: str) -> str:
+    return f"kernelhub/runtime-{name}:latest"
+
+
+def engine() -> docker.DockerClient:
+    """The Docker engine's client, or an ImageError saying why it cannot be reached."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as e:
+        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        raise ImageError(
+            f"cannot reach the Docker engine at {where} ({_reason(e)}): is dockerd running, "
+            "and may this user use it?"
+        ) from None
+    return client
+
+
+def _reason(error: Exception) -> str:
+    """The innermost cause in a docker SDK error's message (an OS error, mostly)."""
+    text = str(error).removeprefix("Error while fetching server API version: ")
+    inner = re.search(r"\[Errno \d+\] ([^\"')]+)|Error\(\d+, '([^']+)'\)", text)
+    if inner:
+        return inner.group(1) or inner.group(2)
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def find_image(client: docker.DockerClient, tag: str) -> Image | None:
+    import docker.errors
+
+    try:
+        return client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def describe(image: Image) -> str:
+    size_mb = image.attrs.get("Size", 0) / 1e6
+    return f"{image.short_id.removeprefix('sha256:')}, {size_mb:.0f} MB"
+
+
+# ---- the base image ---------------------------------------------------------------
+
+
+def bootstrap_base(
+    client: docker.DockerClient, suite: str, tag: str, mirror: str | None, echo: Echo
+) -> Image:
+    """debootstrap --variant=minbase SUITE, slimmed, imported into the engine as TAG."""
+    if shutil.which("debootstrap") is None:
+        raise ImageError(
+            "debootstrap is not installed (on Debian/Ubuntu: apt-get install debootstrap)"
+        )
+    if os.geteuid() != 0:
+        raise ImageError("debootstrap needs root: run `kernelhub images bootstrap-base` as root")
+    rootfs = Path(tempfile.mkdtemp(prefix="kernelhub-rootfs-"))
+    try:
+        cmd = ["debootstrap", "--variant=minbase", suite, str(rootfs)]
+        if mirror:
+            cmd.append(mirror)
+        echo(f"$ {' '.join(cmd)}")
+        if _stream(cmd, echo) != 0:
+            raise ImageError(f"debootstrap failed for suite {suite!r} (its log is above)")
+        _slim(rootfs)
+        echo(f"importing {rootfs} as {tag}")
+        _import_rootfs(client, rootfs, tag)
+    finally:
+        _remove_rootfs(rootfs, echo)
+    return client.images.get(tag)
+
+
+def _slim(rootfs: Path) -> None:
+    (rootfs / "etc/dpkg/dpkg.cfg.d/kernelhub-slim").write_text(SLIM_DPKG_CFG)
+    for folder in SLIM_CLEAR:
+        shutil.rmtree(rootfs / folder, ignore_errors=True)
+        (rootfs / folder).mkdir(parents=True, exist_ok=True)
+    for path in list((rootfs / "usr/share/doc").glob("*/*")):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name != "copyright":
+            path.unlink(missing_ok=True)
+
+
+def _import_rootfs(client: docker.DockerClient, rootfs: Path, tag: str) -> None:
+    repository, version = tag, "latest"
+    if ":" in tag.rsplit("/", 1)[-1]:
+        repository, version = tag.rsplit(":", 1)
+    tar = subprocess.Popen(
+        ["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert tar.stdout is not None
+    try:
+        chunks = iter(lambda: tar.stdout.read(1 << 20), b"")  # type: ignore[union-attr]
+        client.api.import_image_from_stream(
+            chunks, repository=repository, tag=version, changes=BASE_CHANGES
+        )
+    finally:
+        tar.stdout.close()
+        if tar.wait() != 0:
+            raise ImageError(f"tar of {rootfs} failed (exit {tar.returncode})")
+
+
+def _stream(cmd: list[str], echo: Echo, env: dict[str, str] | None = None) -> int:
+    """Run ``cmd``, passing its output (stdout and stderr) to ``echo`` line by line."""
+    with subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        text=True,
+        errors="replace",
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            echo(line.rstrip("\n"))
+    return process.returncode
+
+
+def _remove_rootfs(rootfs: Path, echo: Echo) -> None:
+    # debootstrap mounts /proc and /sys in the target; never delete through a mount
+    mounts = Path("/proc/self/mounts").read_text().split("\n")
+    if any(f" {rootfs}/" in line or f" {rootfs} " in line for line in mounts):
+        echo(f"warning: {rootfs} still has mounts below it; left in place")
+        return
+    shutil.rmtree(rootfs, ignore_errors=True)
+
+
+# ---- runtime images ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    tag: str
+    dockerfile: Path
+    context: Path  # images/
+    source_hash: str
+    base_images: tuple[str, ...]
+
+
+def plan_build(images_dir: Path, name: str) -> BuildPlan:
+    """What building runtime image NAME means; ImageError for unknown or missing ones."""
+    if name not in IMAGE_NAMES:
+        raise ImageError(f"unknown image {name!r}: choose one of {', '.join(IMAGE_NAMES)}")
+    dockerfile = images_dir / name / "Dockerfile"
+    if not dockerfile.is_file():
+        raise ImageError(f"image {name!r} has no Dockerfile yet ({dockerfile} is missing)")
+    stages: set[str] = set()
+    bases: list[str] = []  # images FROM names that are not earlier stages
+    for image, stage in FROM_LINE.findall(dockerfile.read_text()):
+        if image.lower() != "scratch" and image not in stages:
+            bases.append(image)
+        stages.add(stage)
+    return BuildPlan(
+        tag=runtime_tag(name),
+        dockerfile=dockerfile,
+        context=images_dir,
+        source_hash=_hash_sources(images_dir, name),
+        base_images=tuple(dict.fromkeys(bases)),
+    )
+
+
+def _hash_sources(images_dir: Path, name: str) -> str:
+    digest = hashlib.sha256()
+    for folder in (images_dir / name, images_dir / "common"):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            digest.update(
+                f"{path.relative_to(images_dir)}\0{path.stat().st_mode & 0o111:o}\0".encode()
+            )
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def wanted_hash(client: docker.DockerClient, plan: BuildPlan) -> str:
+    """The plan's source hash joined with the IDs of its base images, which must exist."""
+    digest = hashlib.sha256(plan.source_hash.encode())
+    for base in plan.base_images:
+        image = find_image(client, base)
+        if image is None:
+            hint = " (`kernelhub images bootstrap-base`)" if base == DEFAULT_BASE_TAG else ""
+            raise ImageError(f"base image {base} of {plan.tag} is not in the engine{hint}")
+        digest.update(f"\0{base}\0{image.id}".encode())
+    return digest.hexdigest()
+
+
+def ca_bundle_for_pip(given: Path | None) -> Path | None:
+    """The CA bundle to pass as the `cacert` secret: the one given, else the system's."""
+    if given is None:
+        return SYSTEM_CA_BUNDLE if SYSTEM_CA_BUNDLE.is_file() else None
+    if not given.is_file():
+        raise ImageError(f"CA bundle {given} does not exist (--ca-bundle, KERNELHUB_CA_BUNDLE)")
+    return given
+
+
+def buildkit_cli() -> str:
+    """The first `docker` on PATH that can run BuildKit builds.
+
+    A CLI before 23.0 has BuildKit built in (DOCKER_BUILDKIT=1); later ones need the
+    buildx plugin and refuse `DOCKER_BUILDKIT=1 docker build` without it.
+    """
+    found = []
+    for folder in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        cli = shutil.which("docker", path=folder or ".")
+        if cli is None or cli in found:
+            continue
+        found.append(cli)
+        version = subprocess.run([cli, "--version"], capture_output=True, text=True, check=False)
+        match = re.search(r"version (\d+)\.", version.stdout)
+        if match and int(match.group(1)) < 23:
+            return cli
+        buildx = subprocess.run([cli, "buildx", "version"], capture_output=True, check=False)
+        if buildx.returncode == 0:
+            return cli
+    if not found:
+        raise ImageError("the docker command is not installed (builds run `docker build`)")
+    raise ImageError(
+        f"no docker command on PATH can run BuildKit builds ({', '.join(found)}): "
+        "install the buildx plugin (docker-buildx or docker-buildx-plugin package)"
+    )
+
+
+def build_image(
+    client: docker.DockerClient, plan: BuildPlan, want: str, ca_bundle: Path | None, echo: Echo
+) -> Image:
+    """`docker build` with BuildKit, its output passed line by line to ``echo``."""
+    docker_cli = buildkit_cli()
+    cmd = [docker_cli, "build", "--progress=plain", "--file", str(plan.dockerfile)]
+    cmd += ["--tag", plan.tag, "--label", f"{HASH_LABEL}={want}"]
+    if ca_bundle is not None:
+        cmd += ["--secret", f"id=cacert,src={ca_bundle}"]
+    cmd += [arg for var in PROXY_VARIABLES if var in os.environ for arg in ("--build-arg", var)]
+    cmd.append(str(plan.context))
+    returncode = _stream(cmd, echo, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    if returncode != 0:
+        raise ImageError(f"docker build of {plan.tag} failed (exit {returncode}; log above)")
+    image = client.images.get(plan.tag)
+    if image.labels.get(HASH_LABEL) != want:
+        raise ImageError(f"{plan.tag} was built but does not carry the expected {HASH_LABEL}")
+    return image

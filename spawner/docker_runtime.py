@@ -1,0 +1,171 @@
+"""Runtimes as Docker containers: DockerSpawner, driven by runtime types.
+
+DockerSpawner does the container work. This class adds four things to it:
+- the runtime type decides the image, limits and GPUs, and nothing a user
+  sends can name another image (the class of bug behind CVE-2023-48311);
+- GPUs are assigned exclusively, through `device_requests` with `device_ids`;
+- every user has a persistent drive (a named volume) while containers are
+  disposable;
+- Docker calls go through kernelhub's shared pool, where stock DockerSpawner
+  uses a single thread that makes concurrent spawns queue.
+"""
+
+from __future__ import annotations
+
+import inspect
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import docker.errors
+from docker.types import DeviceRequest
+from dockerspawner import DockerSpawner
+from traitlets import CaselessStrEnum, Unicode, default
+
+from kernelhub.drives import DRIVE_LABEL
+from kernelhub.errors import http_refusal
+from kernelhub.executor import blocking_pool
+from kernelhub.runtime_types import RuntimeType
+
+from .runtime import RuntimeSpawnerMixin
+
+LABEL_PREFIX = "org.kernelhub"
+DRIVE_MOUNT = "/home/jovyan"
+
+
+class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
+    """Spawn each runtime as a container from its runtime type's image."""
+
+    drive_name_template = Unicode(
+        "kernelhub-drive-{username}",
+        help="""Name of each user's persistent drive (a Docker volume), mounted at
+        /home/jovyan in every runtime of that user. kernelhub never deletes it.""",
+    ).tag(config=True)
+
+    gpu_request_mode = CaselessStrEnum(
+        ["device-requests", "env"],
+        default_value="device-requests",
+        help="""How a container gets its GPUs. "device-requests" (default) asks the
+        engine for exactly the assigned devices (NVIDIA container toolkit).
+        "env" only sets NVIDIA_VISIBLE_DEVICES, for engines whose default runtime
+        is nvidia.""",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # the operator's own settings; each spawn merges its runtime's on top
+        self._configured_create_kwargs: Any = self.extra_create_kwargs  # type: ignore[has-type]
+        self._configured_host_config: Any = self.extra_host_config  # type: ignore[has-type]
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        return blocking_pool()
+
+    @default("prefix")
+    def _kernelhub_prefix(self) -> str:
+        return "kernelhub"
+
+    @default("remove")
+    def _disposable_containers(self) -> bool:
+        return True
+
+    @default("allowed_images")
+    def _no_user_chosen_images(self) -> list[str]:
+        # images come from runtime types alone; user_options cannot name one
+        return []
+
+    @default("pull_policy")
+    def _never_pull(self) -> str:
+        # runtime images are built locally (kernelhub images build); sites without
+        # a registry must never wait on a pull
+        return "never"
+
+    @default("notebook_dir")
+    def _drive_is_notebook_dir(self) -> str:
+        return DRIVE_MOUNT
+
+    @default("volumes")
+    def _drive_volume(self) -> dict[str, str]:
+        return {self.drive_name_template: DRIVE_MOUNT}
+
+    async def apply_runtime_type(self, runtime_type: RuntimeType) -> None:
+        if not runtime_type.image:
+            raise http_refusal(f"runtime type {runtime_type.name!r} names no image")
+        self.image = runtime_type.image
+        self.mem_limit = runtime_type.mem_limit
+        self.cpu_limit = runtime_type.cpu_limit
+
+    def runtime_labels(self) -> dict[str, str]:
+        return {
+            f"{LABEL_PREFIX}.user": self.user.name,
+            f"{LABEL_PREFIX}.server": self.name,
+            f"{LABEL_PREFIX}.runtime-type": self.runtime_type_name,
+            f"{LABEL_PREFIX}.gpus": ",".join(self.gpu_ids),
+        }
+
+    def get_env(self) -> dict[str, str]:
+        env: dict[str, str] = super().get_env()
+        env.update(self.runtime_env())
+        if self.gpu_ids:
+            env["NVIDIA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
+        else:
+            env["NVIDIA_VISIBLE_DEVICES"] = "void"
+        return env
+
+    async def create_object(self) -> Any:
+        # per-spawn settings merged over whatever the operator configured
+        configured_create = await self._resolved(self._configured_create_kwargs)
+        configured_host = await self._resolved(self._configured_host_config)
+        labels = {**configured_create.get("labels", {}), **self.runtime_labels()}
+        self.extra_create_kwargs = {**configured_create, "labels": labels}
+        host_config = dict(configured_host)
+        if self.gpu_ids and self.gpu_request_mode == "device-requests":
+            host_config["device_requests"] = [
+                DeviceRequest(
+                    driver="nvidia", device_ids=list(self.gpu_ids), capabilities=[["gpu"]]
+                )
+            ]
+        self.extra_host_config = host_config
+        await self.ensure_drive()
+        self.report_progress(40, f"Creating container {self.object_name}")
+        return await super().create_object()
+
+    @property
+    def drive_name(self) -> str:
+        return str(self._render_templates(self.drive_name_template))
+
+    async def ensure_drive(self) -> None:
+        """Create the user's drive volume (labelled, so admin commands can find it)."""
+        name = self.drive_name
+        try:
+            await self.docker("inspect_volume", name)
+        except docker.errors.NotFound:
+            self.report_progress(30, f"Creating your drive {name}")
+            await self.docker("create_volume", name, labels={DRIVE_LABEL: self.user.name})
+
+    async def _resolved(self, setting: Any) -> dict[str, Any]:
+        value = self._eval_if_callable(setting)
+        if inspect.isawaitable(value):
+            value = await value
+        return dict(value or {})
+
+    async def pull_image(self, image: str) -> None:
+        self.report_progress(20, f"Checking image {image}")
+        try:
+            await super().pull_image(image)
+        except docker.errors.ImageNotFound:
+            raise http_refusal(
+                f"runtime image {image} is not on this host; an administrator can build it "
+                "with `kernelhub images build`",
+                status=503,
+            ) from None
+
+    async def start_object(self) -> None:
+        self.report_progress(60, f"Starting container {self.object_name}")
+        try:
+            await super().start_object()
+        except docker.errors.APIError as e:
+            # a container that cannot start must not linger (nor hold its GPUs)
+            await self.remove_object()
+            self.object_id = ""
+            raise http_refusal(f"the runtime container could not start: {e.explanation}") from None
+        self.report_progress(80, "Waiting for Notebook 7 to answer")
