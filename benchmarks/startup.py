@@ -60,8 +60,15 @@ class StockHub(HubProcess):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config_path = self.data_dir / "jupyterhub_config.py"
+        self.config_path.touch(mode=0o600)  # it holds the password and the service token
+        settings = self.settings()
+        self.config_path.write_text("".join(f"c.{k} = {v!r}\n" for k, v in settings.items()))
+
+    def settings(self) -> dict[str, object]:
+        """The generated jupyterhub_config.py, as ``{"Class.trait": value}``."""
         d = self.data_dir
-        settings = {
+        return {
             "JupyterHub.bind_url": f"http://127.0.0.1:{self.port}",
             "JupyterHub.hub_port": free_port(),
             "JupyterHub.db_url": f"sqlite:///{d / 'jupyterhub.sqlite'}",
@@ -83,9 +90,6 @@ class StockHub(HubProcess):
                 {"name": SERVICE, "scopes": SERVICE_SCOPES, "services": [SERVICE]}
             ],
         }
-        self.config_path = d / "jupyterhub_config.py"
-        self.config_path.touch(mode=0o600)  # it holds the password and the service token
-        self.config_path.write_text("".join(f"c.{k} = {v!r}\n" for k, v in settings.items()))
 
     def command(self) -> list[str]:
         return [str(VENV_BIN / "jupyterhub"), "-f", str(self.config_path)]
