@@ -23,12 +23,17 @@ if TYPE_CHECKING:  # the SDK is imported when used: `kernelhub` starts faster wi
     import docker
     from docker.models.images import Image
 
-IMAGE_NAMES = ("test", "cpu", "gpu")
+IMAGE_NAMES = ("test", "cpu", "gpu")  # runtime images: images/NAME, tag kernelhub/runtime-NAME
+SERVICE_NAMES = ("hub", "docker-proxy", "ci-postgres")  # the compose deployment's own images
+BUILDABLE = IMAGE_NAMES + SERVICE_NAMES
 HASH_LABEL = "org.kernelhub.source-hash"
 DEFAULT_BASE_TAG = "debian:bookworm-slim"
 DEFAULT_SUITE = "bookworm"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-DEFAULT_IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_IMAGES_DIR = REPO_ROOT / "images"
+# the hub image is built from the repository itself (hub/Dockerfile)
+HUB_SOURCES = ("hub", "spawner", "quotas", "pyproject.toml", "README.md")
 # forwarded to `docker build` when set: Docker's predefined build args, kept out of the image
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 # `docker import` starts an image with no command; the official Debian images run bash
@@ -57,6 +62,10 @@ class ImageError(Exception):
 
 def runtime_tag(name: str) -> str:
     return f"kernelhub/runtime-{name}:latest"
+
+
+def image_tag(name: str) -> str:
+    return f"kernelhub/{name}:latest" if name in SERVICE_NAMES else runtime_tag(name)
 
 
 def engine() -> docker.DockerClient:
@@ -193,16 +202,25 @@ def _remove_rootfs(rootfs: Path, echo: Echo) -> None:
 class BuildPlan:
     tag: str
     dockerfile: Path
-    context: Path  # images/
+    context: Path  # images/, or the repository for the hub image
     source_hash: str
     base_images: tuple[str, ...]
 
 
 def plan_build(images_dir: Path, name: str) -> BuildPlan:
-    """What building runtime image NAME means; ImageError for unknown or missing ones."""
-    if name not in IMAGE_NAMES:
-        raise ImageError(f"unknown image {name!r}: choose one of {', '.join(IMAGE_NAMES)}")
-    dockerfile = images_dir / name / "Dockerfile"
+    """What building image NAME means; ImageError for unknown or missing ones."""
+    if name not in BUILDABLE:
+        raise ImageError(f"unknown image {name!r}: choose one of {', '.join(BUILDABLE)}")
+    if name == "hub":
+        context = images_dir.parent
+        dockerfile = context / "hub" / "Dockerfile"
+        sources = [context / source for source in HUB_SOURCES]
+    else:
+        context = images_dir
+        dockerfile = images_dir / name / "Dockerfile"
+        sources = [images_dir / name]
+        if name in IMAGE_NAMES:
+            sources.append(images_dir / "common")
     if not dockerfile.is_file():
         raise ImageError(f"image {name!r} has no Dockerfile yet ({dockerfile} is missing)")
     stages: set[str] = set()
@@ -212,22 +230,24 @@ def plan_build(images_dir: Path, name: str) -> BuildPlan:
             bases.append(image)
         stages.add(stage)
     return BuildPlan(
-        tag=runtime_tag(name),
+        tag=image_tag(name),
         dockerfile=dockerfile,
-        context=images_dir,
-        source_hash=_hash_sources(images_dir, name),
+        context=context,
+        source_hash=_hash_sources(context, sources),
         base_images=tuple(dict.fromkeys(bases)),
     )
 
 
-def _hash_sources(images_dir: Path, name: str) -> str:
+def _hash_sources(context: Path, sources: list[Path]) -> str:
     digest = hashlib.sha256()
-    for folder in (images_dir / name, images_dir / "common"):
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            digest.update(
-                f"{path.relative_to(images_dir)}\0{path.stat().st_mode & 0o111:o}\0".encode()
-            )
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    files: list[Path] = []
+    for source in sources:
+        files += [source] if source.is_file() else [p for p in source.rglob("*") if p.is_file()]
+    for path in sorted(files):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(f"{path.relative_to(context)}\0{path.stat().st_mode & 0o111:o}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 
 

@@ -1,13 +1,15 @@
-"""`kernelhub images bootstrap-base|build`: the Docker images runtimes run in."""
+"""`kernelhub images bootstrap-base|build|packages|diff`: the Docker images runtimes run in."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from kernelhub import image_packages as pkgs
 from kernelhub import images as img
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ def bootstrap_base(suite: str, tag: str, mirror: str | None, force: bool) -> Non
 
 
 @images.command("build")
-@click.argument("name", metavar=f"{{{'|'.join(img.IMAGE_NAMES)}}}")
+@click.argument("name", metavar=f"{{{'|'.join(img.BUILDABLE)}}}")
 @click.option(
     "--ca-bundle",
     envvar="KERNELHUB_CA_BUNDLE",
@@ -129,3 +131,50 @@ def build(name: str, ca_bundle: Path | None, images_dir: Path, force: bool) -> N
     _remove_replaced(client, current, image)
     elapsed = time.monotonic() - started
     click.echo(f"built {plan.tag} ({img.describe(image)}) in {elapsed:.1f}s")
+
+
+NAME_ARGUMENT = click.argument("name", metavar=f"{{{'|'.join(img.IMAGE_NAMES)}}}")
+
+
+def _runtime_packages(name: str) -> list[pkgs.Package]:
+    if name not in img.IMAGE_NAMES:  # before the engine: a typo needs no Docker
+        raise click.ClickException(
+            f"unknown image {name!r}: choose one of {', '.join(img.IMAGE_NAMES)}"
+        )
+    client = _engine()
+    try:
+        return pkgs.runtime_packages(client, name)
+    except img.ImageError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@images.command("packages")
+@NAME_ARGUMENT
+def packages(name: str) -> None:
+    """List the Python packages of runtime image NAME, in pip freeze form.
+
+    Runs `python -m pip list --format=freeze` in a throwaway container of
+    kernelhub/runtime-NAME:latest (no network; removed afterwards).
+    """
+    for package in _runtime_packages(name):
+        click.echo(str(package))
+
+
+@images.command("diff")
+@NAME_ARGUMENT
+def diff(name: str) -> None:
+    """Compare runtime image NAME's Python packages with this environment's.
+
+    This environment is the Python running kernelhub. `- name==version (runtime)`
+    is only in the image, `+ name==version (local)` only here; a package at two
+    versions gets both on one line. A summary ends the list. Differences are no
+    error: the exit status is 0.
+    """
+    runtime = _runtime_packages(name)
+    differences = pkgs.diff_packages(runtime, pkgs.local_packages())
+    for difference in differences:
+        click.echo(pkgs.format_difference(difference))
+    click.echo(
+        f"{img.runtime_tag(name)} vs {sys.executable}: "
+        f"{pkgs.summarize_differences(differences, runtime)}"
+    )

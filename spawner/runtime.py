@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import List, Unicode, default
 
 from kernelhub.catalog import RuntimeCatalog, user_group_names
@@ -156,9 +157,27 @@ class RuntimeSpawnerMixin(Spawner):
         self.runtime_type_name = ""
 
     async def start(self) -> Any:
-        # the backend's start; redefined only because Spawner insists every
-        # subclass defines start/stop/poll
-        return await super().start()
+        address = await super().start()
+        await self.until_answering(address)
+        return address
+
+    async def until_answering(self, address: Any, interval: float = 0.05) -> None:
+        """Return as soon as the new server answers HTTP at all.
+
+        JupyterHub's own readiness check backs off up to 5 s between tries, so a
+        server that is up may wait seconds for its next look; polling briefly here
+        first makes that check pass on its first try.
+        """
+        base = address if isinstance(address, str) else f"http://{address[0]}:{address[1]}"
+        url = f"{base.rstrip('/')}{self.server.base_url}api" if self.server else base
+        client = AsyncHTTPClient()
+        deadline = asyncio.get_running_loop().time() + self.http_timeout
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                await client.fetch(url, raise_error=False, request_timeout=2)
+                return
+            except (OSError, HTTPClientError):
+                await asyncio.sleep(interval)
 
     async def poll(self) -> int | None:
         status: int | None = await super().poll()

@@ -8,21 +8,28 @@ either they fail and say so.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import distributions, version
 from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
+from click.testing import CliRunner
 from harness import KERNELHUB
 
+from kernelhub import image_packages as pkgs
 from kernelhub import images as img
+from kernelhub.images_cli import images
 
 TEST_IMAGE = "kernelhub/runtime-test:latest"
 SKIP_SECONDS = 5.0  # an up-to-date check is a few SDK calls; it measures well under 1s
+SERVER_PINS = img.DEFAULT_IMAGES_DIR / "common" / "server-requirements.txt"
+FREEZE_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==\S+$")
 
 
 @dataclass(frozen=True)
@@ -91,7 +98,8 @@ def test_unknown_image_name_is_one_line() -> None:
     run = kernelhub("images", "build", "nonesuch")
     assert run.returncode != 0
     assert run.stderr.splitlines() == [
-        "Error: unknown image 'nonesuch': choose one of test, cpu, gpu"
+        "Error: unknown image 'nonesuch': choose one of test, cpu, gpu, hub, docker-proxy, "
+        "ci-postgres"
     ]
     assert run.stdout == ""
 
@@ -150,3 +158,188 @@ def test_image_runs_the_single_user_server_as_jovyan(
     assert "8888/tcp" in config["ExposedPorts"]
     assert config["Labels"]["org.kernelhub.image"] == "test"
     assert any(v.startswith("PATH=/opt/runtime/bin:") for v in config["Env"])
+
+
+def server_pins() -> list[str]:
+    return [
+        line.strip()
+        for line in SERVER_PINS.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_server_pins_are_the_hubs_own_versions() -> None:
+    # every runtime image installs these next to its own packages
+    assert server_pins() == [
+        f"jupyterhub=={version('jupyterhub')}",
+        f"notebook=={version('notebook')}",
+    ]
+
+
+def test_smoke_test_imports_every_package_of_a_manifest(
+    engine: docker.DockerClient, test_image: str, tmp_path: Path
+) -> None:
+    # the test image has no manifest: lend it one of packages it holds
+    held = {canonical(p.name): p.version for p in pkgs.runtime_packages(engine, "test")}
+    manifest = tmp_path / "packages.txt"
+    manifest.write_text(
+        "# a comment, then a blank line\n\n"
+        + "".join(f"{pin}\n" for pin in server_pins())
+        + f"pyyaml=={held['pyyaml']}   # import: yaml\n"
+        + f"tornado=={held['tornado']}\n"
+    )
+    output = engine.containers.run(
+        test_image,
+        "kernelhub-smoke-test",
+        volumes={str(manifest): {"bind": "/opt/kernelhub/packages.txt", "mode": "ro"}},
+        remove=True,
+    )
+    lines = output.decode().splitlines()
+    imports = [line for line in lines if line.startswith("import ")]
+    assert imports == [
+        f"import jupyterhub ({server_pins()[0]}) ... ok",
+        f"import notebook ({server_pins()[1]}) ... ok",
+        f"import yaml (pyyaml=={held['pyyaml']}) ... ok",
+        f"import tornado (tornado=={held['tornado']}) ... ok",
+    ], lines
+    assert "4 of 4 packages in /opt/kernelhub/packages.txt import at their pinned versions" in lines
+    # no tensorflow in the manifest: no GPU line
+    assert not any(line.startswith("gpu_device_name:") for line in lines), lines
+    assert lines[-1] == "kernelhub-smoke-test: ok", lines
+
+
+def test_smoke_test_fails_clearly_on_a_bad_manifest(
+    engine: docker.DockerClient, test_image: str, tmp_path: Path
+) -> None:
+    manifest = tmp_path / "packages.txt"
+    jupyterhub_pin = server_pins()[0]
+    manifest.write_text(
+        f"{jupyterhub_pin}\n"
+        "kernelhub-no-such-package==1.0\n"
+        "jupyterhub==0.0.1   # import: jupyterhub\n"
+        f"notebook=={version('notebook')}   # import: no_such_module\n"
+    )
+    container = engine.containers.run(
+        test_image,
+        "kernelhub-smoke-test",
+        volumes={str(manifest): {"bind": "/opt/kernelhub/packages.txt", "mode": "ro"}},
+        detach=True,
+    )
+    try:
+        status = container.wait(timeout=60)["StatusCode"]
+        stdout = container.logs(stdout=True, stderr=False).decode()
+        stderr = container.logs(stdout=False, stderr=True).decode()
+    finally:
+        container.remove(force=True)
+    assert status == 1, (stdout, stderr)
+    assert "1 of 4 packages in /opt/kernelhub/packages.txt import at their pinned versions" in (
+        stdout.splitlines()
+    ), stdout
+    assert stderr.splitlines() == [
+        "kernelhub-smoke-test: FAILED (3 problems)",
+        "  kernelhub-no-such-package==1.0: not installed",
+        f"  jupyterhub==0.0.1: installed {version('jupyterhub')}, manifest pins 0.0.1",
+        f"  notebook=={version('notebook')}: import no_such_module failed: "
+        "ModuleNotFoundError: No module named 'no_such_module'",
+    ], stderr
+    assert "kernelhub-smoke-test: ok" not in stdout
+
+
+def test_packages_lists_the_runtime_in_freeze_form(test_image: str) -> None:
+    run = kernelhub("images", "packages", "test")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    lines = run.stdout.splitlines()
+    assert lines, "no packages listed"
+    assert all(FREEZE_LINE.match(line) for line in lines), lines
+    for pin in server_pins():
+        assert pin in lines, (pin, lines)
+    assert any(line.startswith("pip==") for line in lines), lines
+    # one line per package, in name order
+    keys = [canonical(line.split("==")[0]) for line in lines]
+    assert keys == sorted(set(keys))
+
+
+def test_diff_compares_the_runtime_with_this_python(test_image: str) -> None:
+    listed = kernelhub("images", "packages", "test").stdout.splitlines()
+    runtime = {canonical(line.split("==")[0]): line for line in listed}
+    local: dict[str, str] = {}
+    for dist in distributions():  # this test runs in the Python that runs kernelhub
+        local.setdefault(
+            canonical(dist.metadata["Name"]), f"{dist.metadata['Name']}=={dist.version}"
+        )
+    expected = []
+    for key in sorted(runtime.keys() | local.keys()):
+        ours, theirs = runtime.get(key), local.get(key)
+        if ours is not None and theirs is not None:
+            if ours.split("==")[1] != theirs.split("==")[1]:
+                expected.append(f"- {ours} (runtime)  + {theirs} (local)")
+        elif ours is not None:
+            expected.append(f"- {ours} (runtime)")
+        else:
+            expected.append(f"+ {theirs} (local)")
+
+    run = kernelhub("images", "diff", "test")
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == ""
+    *lines, summary = run.stdout.splitlines()
+    assert lines == expected
+    # the hub's own packages are only here; the single-user server is the same in both
+    assert f"+ kernelhub=={version('kernelhub')} (local)" in lines
+    assert f"+ pytest=={version('pytest')} (local)" in lines
+    assert not any("jupyterhub==" in line or "notebook==" in line for line in lines)
+    changed = sum(1 for line in lines if line.startswith("- ") and " + " in line)
+    only_runtime = sum(1 for line in lines if line.startswith("- ") and " + " not in line)
+    only_local = sum(1 for line in lines if line.startswith("+ "))
+    same = len(runtime) - changed - only_runtime
+    match = re.fullmatch(rf"{re.escape(TEST_IMAGE)} vs (\S+): (.*)", summary)
+    assert match, summary
+    assert Path(match[1]).resolve() == Path(sys.executable).resolve(), summary
+    assert match[2] == (
+        f"{changed} at other versions, {only_runtime} only in the runtime (-), "
+        f"{only_local} only local (+), {same} the same"
+    ), summary
+
+
+def test_diff_lines_for_each_kind_of_difference() -> None:
+    runtime = pkgs.parse_freeze("pandas==2.2.3\nPyYAML==6.0.2\nonly-there==1\nsame_name==3\n")
+    local = [pkgs.Package("pandas", "2.1.0"), pkgs.Package("pyyaml", "6.0.2")]
+    local += [pkgs.Package("only.here", "2"), pkgs.Package("Same-Name", "3")]
+    differences = pkgs.diff_packages(runtime, local)
+    assert [pkgs.format_difference(d) for d in differences] == [
+        "+ only.here==2 (local)",
+        "- only-there==1 (runtime)",
+        "- pandas==2.2.3 (runtime)  + pandas==2.1.0 (local)",
+    ]
+    assert pkgs.summarize_differences(differences, runtime) == (
+        "1 at other versions, 1 only in the runtime (-), 1 only local (+), 2 the same"
+    )
+
+
+@pytest.mark.parametrize("command", ["packages", "diff"])
+def test_packages_and_diff_of_a_missing_image_are_one_line(
+    engine: docker.DockerClient, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    missing = "kernelhub/runtime-test:kernelhub-tests-never-built"
+    assert img.find_image(engine, missing) is None
+    monkeypatch.setattr(pkgs, "runtime_tag", lambda name: missing)
+    result = CliRunner().invoke(images, [command, "test"])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"Error: {missing} is not in the engine: build it with `kernelhub images build test`"
+    ]
+
+
+@pytest.mark.parametrize("command", ["packages", "diff"])
+def test_packages_and_diff_of_an_unknown_image_are_one_line(command: str) -> None:
+    run = kernelhub("images", command, "nonesuch")
+    assert run.returncode != 0
+    assert run.stderr.splitlines() == [
+        "Error: unknown image 'nonesuch': choose one of test, cpu, gpu"
+    ]
+    assert run.stdout == ""

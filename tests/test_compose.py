@@ -1,0 +1,163 @@
+"""The compose deployment, brought up for real with locally built images.
+
+docker-compose.yml is production's file; .ci/compose.local-images.yml is the
+visible override that swaps what cannot be pulled here (see its header).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import httpx
+import pytest
+from harness import KERNELHUB, free_port, start_runtime, stop_all_runtimes, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ["hub", "docker-proxy", "ci-postgres", "test"]
+PROJECT = f"khcompose{secrets.token_hex(3)}"
+USER = f"compose{secrets.token_hex(3)}"
+
+
+def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    command = [
+        "docker-compose",
+        "-p",
+        PROJECT,
+        "-f",
+        "docker-compose.yml",
+        "-f",
+        ".ci/compose.local-images.yml",
+        *args,
+    ]
+    return subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def deployment() -> Iterator[dict[str, str]]:
+    for image in IMAGES:
+        built = subprocess.run(
+            [KERNELHUB, "images", "build", image],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
+        assert built.returncode == 0, f"building {image} failed:\n{built.stderr[-3000:]}"
+    env = {
+        **os.environ,
+        "KERNELHUB_POSTGRES_PASSWORD": secrets.token_hex(12),
+        "KERNELHUB_PORT": str(free_port()),
+    }
+    started = compose("up", "-d", env=env)
+    try:
+        assert started.returncode == 0, started.stderr[-3000:]
+        url = f"http://127.0.0.1:{env['KERNELHUB_PORT']}"
+        wait_until(lambda: _healthy(url), timeout=120, what="the compose hub to be healthy")
+        yield {"url": url, "hub": f"{PROJECT}_hub_1"}
+    finally:
+        logs = compose("logs", "--tail", "80", env=env)
+        print(logs.stdout[-8000:])  # shown only when a test fails
+        compose("down", "-v", env=env)
+        _remove_runtimes()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/hub/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _remove_runtimes() -> None:
+    client = docker.from_env()
+    for container in client.containers.list(
+        all=True, filters={"label": f"org.kernelhub.user={USER}"}
+    ):
+        container.remove(force=True)
+    for volume in client.volumes.list(filters={"label": f"org.kernelhub.drive-of={USER}"}):
+        volume.remove(force=True)
+
+
+def hub_token(deployment: dict[str, str], user: str) -> str:
+    issued = subprocess.run(
+        [
+            "docker",
+            "exec",
+            deployment["hub"],
+            "kernelhub",
+            "token",
+            user,
+            "--data-dir",
+            "/srv/kernelhub",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert issued.returncode == 0, issued.stderr
+    return issued.stdout.strip()
+
+
+def test_the_deployment_spawns_a_runtime_on_the_runtimes_network(
+    deployment: dict[str, str],
+) -> None:
+    with httpx.Client(
+        base_url=f"{deployment['url']}/hub/api/",
+        timeout=30,
+        headers={"Authorization": f"token {hub_token(deployment, USER)}"},
+    ) as api:
+        model = start_runtime(api, USER, "", "cpu")
+        try:
+            status = api.get(f"{deployment['url']}{model['url']}api/status")
+            assert status.status_code == 200
+            container = docker.from_env().containers.get(f"kernelhub-{USER}")
+            assert list(container.attrs["NetworkSettings"]["Networks"]) == ["kernelhub-runtimes"]
+        finally:
+            stop_all_runtimes(api, USER)
+
+
+@pytest.mark.parametrize(
+    ("call", "what"),
+    [
+        ("client.images.pull('busybox')", "image pull"),
+        ("client.volumes.prune()", "volume prune"),
+        (
+            "client.containers.create('kernelhub/runtime-test:latest', privileged=True)",
+            "privileged",
+        ),
+        (
+            "client.containers.create('kernelhub/runtime-test:latest', volumes=['/:/host'])",
+            "host path",
+        ),
+        ("client.containers.create('kernelhub/runtime-test:latest', pid_mode='host')", "host pid"),
+        (
+            "client.containers.create('kernelhub/runtime-test:latest', cap_add=['SYS_ADMIN'])",
+            "caps",
+        ),
+        ("client.api.exec_create(client.containers.list(all=True)[0].id, 'id')", "exec"),
+    ],
+)
+def test_the_socket_proxy_refuses_what_the_spawner_does_not_need(
+    deployment: dict[str, str], call: str, what: str
+) -> None:
+    probe = (
+        "import docker\nclient = docker.from_env()\n"
+        f"try:\n    {call}\n    print('allowed')\n"
+        "except docker.errors.APIError as e:\n    print('refused', e.status_code)\n"
+    )
+    result = subprocess.run(
+        ["docker", "exec", deployment["hub"], "python3", "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.stdout.strip() == "refused 403", f"{what}: {result.stdout}{result.stderr}"
