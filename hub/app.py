@@ -6,13 +6,17 @@ import signal
 from typing import Any
 
 from jupyterhub.app import JupyterHub
+from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, List, Unicode
 
 from kernelhub import __version__
 from kernelhub.api import kernelhub_api_handlers
 from kernelhub.catalog import RuntimeCatalog
+from kernelhub.docker_engine import missing_images
 from kernelhub.executor import run_blocking
 from kernelhub.gpus import GpuInventory, discover_with_nvml
+
+IMAGE_CHECK_SECONDS = 60
 
 
 class KernelHubApp(JupyterHub):
@@ -62,6 +66,20 @@ class KernelHubApp(JupyterHub):
         else:
             self.log.info("No GPUs (%s): GPU runtime types are shown disabled", found.problem)
         self.log.info("Runtime types: %s", ", ".join(catalog.names))
+        if getattr(self.spawner_class, "uses_images", False):
+            await self.refresh_missing_images()
+            watch = PeriodicCallback(self.refresh_missing_images, IMAGE_CHECK_SECONDS * 1000)
+            watch.start()
+            self._periodic_callbacks["kernelhub-runtime-images"] = watch
+
+    async def refresh_missing_images(self) -> None:
+        """Note which runtime images the engine lacks, so their types show disabled."""
+        catalog = RuntimeCatalog.instance()
+        wanted = sorted({t.image for t in catalog.types if t.image})
+        missing = frozenset(await run_blocking(missing_images, wanted))
+        if missing != catalog.missing_images:
+            self.log.info("Runtime images missing: %s", ", ".join(sorted(missing)) or "none")
+        catalog.missing_images = missing
 
     async def shutdown_cancel_tasks(self, sig: Any = None) -> None:
         if sig == signal.SIGINT and self.stop_runtimes_on_interrupt:

@@ -29,7 +29,7 @@ def choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: str
     if "spawner_class" in file_config.get("JupyterHub", {}):
         return "Runtimes: spawner set by the config file (JupyterHub.spawner_class)"
     if runtimes != "local":
-        check = check_engine(_cpu_runtime_images(file_config))
+        check = check_engine(_default_runtime_image(file_config))
         if check.usable:
             _use_docker(c, check.bridge_gateway)
             return f"Runtimes: Docker containers ({check.reason})"
@@ -46,12 +46,16 @@ def choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: str
     return f"Runtimes: local processes ({why}), each user's files in {data_dir / 'users'}"
 
 
-def _cpu_runtime_images(file_config: Config) -> list[str]:
-    """Images a Docker hub needs before it starts; GPU images are checked at spawn."""
+def _default_runtime_image(file_config: Config) -> list[str]:
+    """The image a Docker hub needs before it starts: the default runtime type's.
+
+    Other types whose images are missing are shown disabled, with that reason.
+    """
     from kernelhub.catalog import RuntimeCatalog
 
     catalog = RuntimeCatalog(config=file_config)
-    return sorted({t.image for t in catalog.types if t.image and not t.gpus})
+    image = catalog.get(catalog.default_runtime).image
+    return [image] if image else []
 
 
 def _use_docker(c: Config, bridge_gateway: str) -> None:

@@ -87,6 +87,10 @@ class RuntimeCatalog(SingletonConfigurable):
             raise TraitError("RuntimeCatalog.max_running_runtimes_per_user must be >= 0")
         return int(proposal.value)
 
+    # images the runtime backend lacks (kept current by the app); types using one
+    # are shown disabled rather than failing at spawn
+    missing_images: frozenset[str] = frozenset()
+
     @property
     def types(self) -> list[RuntimeType]:
         return parse_runtime_types(self.runtime_types)
@@ -109,6 +113,10 @@ class RuntimeCatalog(SingletonConfigurable):
         permitted = group_permission(runtime_type, user_groups)
         if not permitted.available:
             return permitted
+        if runtime_type.image in self.missing_images:
+            return Availability(
+                False, f"its image {runtime_type.image} is not built on this host yet"
+            )
         reason = self.gpus.unavailable_reason(runtime_type.gpus, runtime_type.gpu_sharing)
         return Availability(not reason, reason)
 

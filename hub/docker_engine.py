@@ -43,6 +43,23 @@ def check_engine(images: list[str]) -> EngineCheck:
         client.close()
 
 
+def missing_images(images: list[str]) -> list[str]:
+    """Which of ``images`` the engine lacks ([] when it cannot be asked). Blocking."""
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env(timeout=10)
+    except docker.errors.DockerException:
+        return []
+    try:
+        return [image for image in images if not _has_image(client, image)]
+    except docker.errors.DockerException:
+        return []
+    finally:
+        client.close()
+
+
 def _first_host(subnet: str) -> str:
     # the default bridge often lists only its subnet; the engine gives the host
     # side of the bridge the subnet's first address

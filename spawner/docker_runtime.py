@@ -35,6 +35,8 @@ DRIVE_MOUNT = "/home/jovyan"
 class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
     """Spawn each runtime as a container from its runtime type's image."""
 
+    uses_images = True  # the hub watches which runtime images exist
+
     drive_name_template = Unicode(
         "kernelhub-drive-{username}",
         help="""Name of each user's persistent drive (a Docker volume), mounted at

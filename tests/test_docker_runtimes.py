@@ -29,12 +29,14 @@ from harness import (
 TEST_IMAGE = "kernelhub/runtime-test:latest"
 RUN_ID = secrets.token_hex(3)
 PREFIX = f"khtest{RUN_ID}"
+MISSING_IMAGE = f"kernelhub/runtime-never-built-{RUN_ID}:latest"
 DOCKER_CONFIG = f"""
 c.RuntimeCatalog.runtime_types = [
     {{"name": "cpu", "display_name": "None (CPU)", "image": "{TEST_IMAGE}",
       "mem_limit": "1G", "cpu_limit": 1.0}},
     {{"name": "gpu", "display_name": "GPU", "image": "{TEST_IMAGE}", "gpus": 1,
       "mem_limit": "2G", "cpu_limit": 1.5}},
+    {{"name": "big", "display_name": "Big", "image": "{MISSING_IMAGE}"}},
 ]
 c.RuntimeCatalog.max_running_runtimes_per_user = 2
 c.GpuInventory.devices = ["0", "1", "2", "3"]
@@ -100,6 +102,20 @@ def test_a_cpu_runtime_is_a_container_with_its_types_limits_and_labels(
     assert host["AutoRemove"] is True
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
     assert mounts["/home/jovyan"]["Name"] == f"{PREFIX}-drive-{username}"
+
+
+def test_a_type_whose_image_is_not_built_is_shown_disabled_and_refused(
+    engine: docker.DockerClient, api: httpx.Client, username: str
+) -> None:
+    types = {t["name"]: t for t in api.get("kernelhub/runtime-types").json()["runtime_types"]}
+    assert types["big"]["available"] is False
+    assert types["big"]["reason"] == f"its image {MISSING_IMAGE} is not built on this host yet"
+    assert types["cpu"]["available"] is True
+
+    response = api.post(server_path(username, ""), json={"user_options": {"runtime": "big"}})
+    assert response.status_code == 400
+    assert "is not built on this host yet" in response.json()["message"]
+    assert containers_of(engine, username) == []
 
 
 def test_a_user_cannot_pick_an_image(
