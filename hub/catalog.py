@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from traitlets import Integer, List, TraitError, Unicode, default, validate
+from traitlets import Integer, List, TraitError, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
 
 from .gpus import GpuInventory
@@ -91,9 +91,18 @@ class RuntimeCatalog(SingletonConfigurable):
     # are shown disabled rather than failing at spawn
     missing_images: frozenset[str] = frozenset()
 
+    _parsed_types: list[RuntimeType] | None = None
+
+    @observe("runtime_types")
+    def _forget_parsed_types(self, change: Any) -> None:
+        self._parsed_types = None
+
     @property
     def types(self) -> list[RuntimeType]:
-        return parse_runtime_types(self.runtime_types)
+        # parsed once per configuration, not on every form render and spawn
+        if self._parsed_types is None:
+            self._parsed_types = parse_runtime_types(self.runtime_types)
+        return self._parsed_types
 
     @property
     def names(self) -> list[str]:

@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kernelhub.images import find_image
+
+if TYPE_CHECKING:
+    import docker
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,7 @@ def check_engine(images: list[str]) -> EngineCheck:
     except docker.errors.DockerException as e:
         return EngineCheck(False, f"no Docker engine answered ({_short(e)})")
     try:
-        missing = [image for image in images if not _has_image(client, image)]
+        missing = _lacking(client, images)
         if missing:
             return EngineCheck(
                 False,
@@ -53,7 +59,7 @@ def missing_images(images: list[str]) -> list[str]:
     except docker.errors.DockerException:
         return []
     try:
-        return [image for image in images if not _has_image(client, image)]
+        return _lacking(client, images)
     except docker.errors.DockerException:
         return []
     finally:
@@ -66,14 +72,8 @@ def _first_host(subnet: str) -> str:
     return str(next(ipaddress.ip_network(subnet).hosts()))
 
 
-def _has_image(client: object, image: str) -> bool:
-    import docker.errors
-
-    try:
-        client.images.get(image)  # type: ignore[attr-defined]
-    except docker.errors.ImageNotFound:
-        return False
-    return True
+def _lacking(client: docker.DockerClient, images: list[str]) -> list[str]:
+    return [image for image in images if find_image(client, image) is None]
 
 
 def _short(error: Exception) -> str:

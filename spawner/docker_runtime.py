@@ -107,10 +107,7 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
     def get_env(self) -> dict[str, str]:
         env: dict[str, str] = super().get_env()
         env.update(self.runtime_env())
-        if self.gpu_ids:
-            env["NVIDIA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
-        else:
-            env["NVIDIA_VISIBLE_DEVICES"] = "void"
+        env["NVIDIA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids) or "void"
         return env
 
     async def create_object(self) -> Any:
