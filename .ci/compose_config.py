@@ -4,7 +4,12 @@ c = get_config()  # noqa: F821
 load_subconfig("compose_base.py")  # noqa: F821  (hub/compose/kernelhub_config.py)
 
 c.RuntimeCatalog.runtime_types = [
-    {"name": "cpu", "display_name": "None (CPU)", "image": "kernelhub/runtime-test:latest",
-     "mem_limit": "1G", "cpu_limit": 1.0},
+    {
+        "name": "cpu",
+        "display_name": "None (CPU)",
+        "image": "kernelhub/runtime-test:latest",
+        "mem_limit": "1G",
+        "cpu_limit": 1.0,
+    },
     {"name": "gpu", "display_name": "GPU", "image": "kernelhub/runtime-test:latest", "gpus": 1},
 ]

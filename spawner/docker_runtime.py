@@ -30,6 +30,9 @@ from .runtime import RuntimeSpawnerMixin
 
 LABEL_PREFIX = "org.kernelhub"
 DRIVE_MOUNT = "/home/jovyan"
+# an image labelled with a launcher command starts its server through it
+# (images/common/kernelhub-runtime: the same server, a second faster to start)
+LAUNCHER_LABEL = f"{LABEL_PREFIX}.launcher"
 
 
 class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
@@ -146,6 +149,16 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
         if inspect.isawaitable(value):
             value = await value
         return dict(value or {})
+
+    async def get_command(self) -> list[str]:
+        """The image's launcher (label org.kernelhub.launcher) in place of its CMD,
+        unless the operator configured `cmd`."""
+        if self.cmd:
+            return list(await super().get_command())
+        config = (await self.docker("inspect_image", self.image))["Config"]
+        launcher = (config.get("Labels") or {}).get(LAUNCHER_LABEL)
+        command = [launcher] if launcher else list(config["Cmd"] or [])
+        return command + list(self.get_args())
 
     async def pull_image(self, image: str) -> None:
         self.report_progress(20, f"Checking image {image}")

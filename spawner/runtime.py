@@ -23,6 +23,8 @@ from kernelhub.runtime_types import RUNTIME_OPTION, RuntimeRequestError, Runtime
 
 from .form import render_runtime_form
 
+LIVENESS_CHECK_INTERVAL = 0.5  # seconds between "is it still running?" while it starts
+
 
 class RuntimeSpawnerMixin(Spawner):
     """Runtime-type handling for any Spawner: list it first in a spawner's bases,
@@ -171,13 +173,23 @@ class RuntimeSpawnerMixin(Spawner):
         base = address if isinstance(address, str) else f"http://{address[0]}:{address[1]}"
         url = f"{base.rstrip('/')}{self.server.base_url}api" if self.server else base
         client = AsyncHTTPClient()
-        deadline = asyncio.get_running_loop().time() + self.http_timeout
-        while asyncio.get_running_loop().time() < deadline:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        next_liveness_check = loop.time() + LIVENESS_CHECK_INTERVAL
+        while loop.time() < deadline:
             try:
                 await client.fetch(url, raise_error=False, request_timeout=2)
                 return
             except (OSError, HTTPClientError):
                 await asyncio.sleep(interval)
+            if loop.time() >= next_liveness_check:
+                # a server that died while starting fails the spawn now, not at the timeout
+                next_liveness_check = loop.time() + LIVENESS_CHECK_INTERVAL
+                status = await super().poll()
+                if status is not None:
+                    raise RuntimeError(
+                        f"the runtime's server exited while starting (exit status {status})"
+                    )
 
     async def poll(self) -> int | None:
         status: int | None = await super().poll()

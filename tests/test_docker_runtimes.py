@@ -92,6 +92,7 @@ def test_a_cpu_runtime_is_a_container_with_its_types_limits_and_labels(
     (container,) = containers_of(engine, username)
     assert container.name == f"{PREFIX}-{username}"
     assert container.image.tags == [TEST_IMAGE]
+    assert container.attrs["Config"]["Cmd"][0] == "kernelhub-runtime"  # its launcher
     labels = container.labels
     assert labels["org.kernelhub.runtime-type"] == "cpu"
     assert labels["org.kernelhub.server"] == ""

@@ -148,6 +148,33 @@ def test_smoke_test_runs_in_a_container(engine: docker.DockerClient, test_image:
     assert lines[-1] == "kernelhub-smoke-test: ok", lines
 
 
+LAUNCHER_CHECK = """
+import runpy, sys
+sys.argv = ["kernelhub-runtime"]
+launcher = runpy.run_path("/usr/local/bin/kernelhub-runtime", run_name="launcher")
+import jsonschema
+print("loaded at start:", type(sys.modules["rfc3987_syntax"]).__name__ == "module")
+checker = jsonschema.Draft202012Validator.FORMAT_CHECKER
+print("valid iri:", checker.conforms("http://example.invalid/ä", "iri"))
+print("invalid iri:", checker.conforms("not an iri", "iri"))
+print("loaded after use:", type(sys.modules["rfc3987_syntax"]).__name__ == "module")
+"""
+
+
+def test_the_launcher_loads_the_iri_grammar_only_when_used(
+    engine: docker.DockerClient, test_image: str
+) -> None:
+    image = engine.images.get(test_image)
+    assert image.labels["org.kernelhub.launcher"] == "kernelhub-runtime"
+    output = engine.containers.run(test_image, ["python", "-c", LAUNCHER_CHECK], remove=True)
+    assert output.decode().splitlines() == [
+        "loaded at start: False",
+        "valid iri: True",
+        "invalid iri: False",
+        "loaded after use: True",
+    ]
+
+
 def test_image_runs_the_single_user_server_as_jovyan(
     engine: docker.DockerClient, test_image: str
 ) -> None:

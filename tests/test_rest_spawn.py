@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import httpx
 import pytest
 from harness import HubProcess, runtime_pids, server_path, start_runtime, wait_until
@@ -123,3 +126,20 @@ def test_stop_then_start_keeps_the_users_files(
     again = user_api.get(f"{hub.url}{model['url']}api/contents/keep.txt")
     assert again.json()["content"] == "still here"
     assert (hub.data_dir / "users" / username / "keep.txt").read_text() == "still here"
+
+
+def test_a_server_that_dies_while_starting_fails_the_spawn_at_once(
+    hub_factory: Callable[..., HubProcess], username: str
+) -> None:
+    hub = hub_factory('c.LocalRuntimeSpawner.cmd = ["false"]', name="dying-server")
+    with hub.api(hub.token(username)) as api:
+        started = time.monotonic()
+        response = api.post(server_path(username, ""), json={"user_options": {"runtime": "cpu"}})
+        assert response.status_code in (201, 202, 500), response.text
+
+        def gone() -> bool:
+            return not api.get(f"users/{username}").json()["servers"]
+
+        wait_until(gone, timeout=30, what="the failed spawn to be cleaned up")
+        assert time.monotonic() - started < 15, "a dead server must not wait for the timeout"
+    assert "the runtime's server exited while starting (exit status 1)" in hub.log()
