@@ -1,7 +1,7 @@
 """Which spawner and authenticator `kernelhub up` uses, and why (logged at start).
 
 Each backend is chosen from what the machine offers. The embedded defaults need
-nothing beyond this Python environment; Docker runtimes (and later Google sign-in)
+nothing beyond this Python environment; Docker runtimes and Google sign-in
 are used when their prerequisites are met, ahead of the defaults.
 """
 
@@ -13,6 +13,7 @@ from traitlets.config import Config
 
 from kernelhub.credentials import LocalCredentials
 from kernelhub.docker_engine import check_engine
+from kernelhub.google import GoogleSignInError, check_google_settings, google_settings
 
 LOCAL_ADMIN = "admin"
 
@@ -72,6 +73,16 @@ def choose_authenticator(
 ) -> str:
     if "authenticator_class" in file_config.get("JupyterHub", {}):
         return "Sign-in: authenticator set by the config file (JupyterHub.authenticator_class)"
+    google = google_settings(file_config)
+    if google:
+        try:
+            note = check_google_settings(google, file_config)
+        except GoogleSignInError as e:
+            raise BackendUnavailable(str(e)) from None
+        c.JupyterHub.authenticator_class = "kernelhub-google"
+        # oauthenticator reads the client id and secret from the config or its own
+        # environment variables; copying them here would put the secret in more places
+        return note
     c.JupyterHub.authenticator_class = "shared-password"
     c.SharedPasswordAuthenticator.user_password = creds.user_password
     c.SharedPasswordAuthenticator.admin_password = creds.admin_password

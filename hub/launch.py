@@ -20,6 +20,7 @@ from traitlets.config import Config, PyFileConfigLoader
 from kernelhub.backends import BackendUnavailable, choose_authenticator, choose_spawner
 from kernelhub.credentials import (
     CredentialsError,
+    LocalCredentials,
     local_credentials,
     operator_token,
     write_private,
@@ -198,7 +199,7 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
         f"kernelhub data directory: {data_dir}",
         f"Config file: {config_path or f'none ({default_config} is read when present)'}",
         _choose_spawner(c, file_config, data_dir, options.runtimes),
-        choose_authenticator(c, file_config, data_dir, creds),
+        _choose_authenticator(c, file_config, data_dir, creds),
     ]
     ports = internal_ports(data_dir)
     c.JupyterHub.bind_url = f"http://{_url_host(options.ip)}:{options.port}/"
@@ -242,6 +243,15 @@ def _choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: st
         raise StartupError(str(e)) from None
     except TraitError as e:
         raise StartupError(f"invalid configuration: {e}") from None
+
+
+def _choose_authenticator(
+    c: Config, file_config: Config, data_dir: Path, creds: LocalCredentials
+) -> str:
+    try:
+        return choose_authenticator(c, file_config, data_dir, creds)
+    except BackendUnavailable as e:
+        raise StartupError(str(e)) from None
 
 
 def _url_host(ip: str) -> str:

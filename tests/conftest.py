@@ -17,6 +17,7 @@ import httpx
 import pytest
 from harness import (
     HubProcess,
+    OidcProvider,
     PostgresCluster,
     free_port,
     runtime_pids,
@@ -26,6 +27,7 @@ from harness import (
 
 LOG_TAIL = 12_000
 _running_hubs: list[HubProcess] = []
+_running_providers: list[OidcProvider] = []
 _user_numbers = itertools.count(1)
 
 
@@ -38,6 +40,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
             report.sections.append((f"hub log {hub.data_dir.name}", hub.log()[-LOG_TAIL:]))
             for name, text in hub.runtime_logs().items():
                 report.sections.append((f"runtime log {name}", text[-LOG_TAIL // 2 :]))
+        for provider in _running_providers:
+            text = provider.log_path.read_text(errors="replace")
+            report.sections.append(("OIDC provider log", text[-LOG_TAIL // 2 :]))
 
 
 @pytest.fixture(scope="session")
@@ -58,15 +63,18 @@ def hub_factory(
         wait: bool = True,
         db_url: str | None = None,
         runtimes: str = "local",
+        env: dict[str, str] | None = None,
+        port: int | None = None,
     ) -> HubProcess:
         data_dir = tmp_path_factory.mktemp(name) / "data"
         write_test_credentials(data_dir, passwords["user"], passwords["admin"])
         hub = HubProcess(
             data_dir=data_dir,
-            port=free_port(),
+            port=port or free_port(),
             config_text=config_text,
             db_url=db_url,
             runtimes=runtimes,
+            env=env or {},
         )
         started.append(hub)
         _running_hubs.append(hub)
@@ -115,3 +123,14 @@ def postgres_url() -> Iterator[str]:
         yield cluster.create_database("kernelhub")
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """A real OpenID Connect provider process standing in for Google's endpoints."""
+    log = tmp_path_factory.mktemp("oidc") / "provider.log"
+    provider = OidcProvider(free_port(), log).start()
+    _running_providers.append(provider)
+    yield provider
+    _running_providers.remove(provider)
+    provider.stop()

@@ -44,6 +44,7 @@ class HubProcess:
     config_text: str | None = None
     db_url: str | None = None
     runtimes: str = "local"
+    env: dict[str, str] = field(default_factory=dict)  # on top of this process's
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     starts: int = 0
@@ -72,6 +73,7 @@ class HubProcess:
         log.write(f"\n===== start #{self.starts} =====\n".encode())
         log.flush()
         env = {k: v for k, v in os.environ.items() if not k.startswith("KERNELHUB_")}
+        env.update(self.env)
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
         )
@@ -297,3 +299,110 @@ class PostgresCluster:
     def stop(self) -> None:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop")
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+class OidcProvider:
+    """A real OpenID Connect provider process on loopback (oidc-provider-mock).
+
+    Users are whoever the sign-in form names; `set_user` gives a user the claims
+    Google's userinfo endpoint returns (email, verified_email, hd).
+    """
+
+    def __init__(self, port: int, log_path: Path) -> None:
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> OidcProvider:
+        command = [
+            str(Path(sys.executable).parent / "oidc-provider-mock"),
+            "--port",
+            str(self.port),
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"oidc-provider-mock exited:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/.well-known/openid-configuration").status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"OIDC provider at {self.url} not ready after {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def register_client(self, redirect_uri: str) -> tuple[str, str]:
+        """A client with a real secret (sent in the token request body, as Google's is)."""
+        response = httpx.post(
+            f"{self.url}/oauth2/clients",
+            json={
+                "redirect_uris": [redirect_uri],
+                "token_endpoint_auth_method": "client_secret_post",
+            },
+        )
+        response.raise_for_status()
+        body = response.json()
+        return str(body["client_id"]), str(body["client_secret"])
+
+    def set_user(self, sub: str, **claims: Any) -> None:
+        httpx.put(f"{self.url}/users/{sub}", json=claims).raise_for_status()
+
+    def google_config(self, client_id: str, client_secret: str, hub_url: str) -> str:
+        """Config-file lines pointing GoogleOAuthenticator at this provider."""
+        return "\n".join(
+            [
+                f"c.GoogleOAuthenticator.client_id = {client_id!r}",
+                f"c.GoogleOAuthenticator.client_secret = {client_secret!r}",
+                f"c.GoogleOAuthenticator.oauth_callback_url = '{hub_url}/hub/oauth_callback'",
+                f"c.GoogleOAuthenticator.authorize_url = '{self.url}/oauth2/authorize'",
+                f"c.GoogleOAuthenticator.token_url = '{self.url}/oauth2/token'",
+                f"c.GoogleOAuthenticator.userdata_url = '{self.url}/userinfo'",
+                "",
+            ]
+        )
+
+
+def google_user(email: str, verified: bool = True) -> dict[str, Any]:
+    """The userinfo claims Google returns for an account (hd only for Workspace domains)."""
+    claims: dict[str, Any] = {"email": email, "verified_email": verified, "name": email}
+    domain = email.split("@", 1)[1]
+    if domain != "gmail.com":
+        claims["hd"] = domain
+    return claims
+
+
+def sign_in_at_provider(
+    hub_url: str, sub: str, follow_to_hub: bool = True
+) -> tuple[httpx.Client, httpx.Response]:
+    """Sign in through the hub's Google button and the provider's form, as a browser does.
+
+    Returns the session and the hub's answer to the OAuth callback (redirects
+    followed when `follow_to_hub`).
+    """
+    session = httpx.Client(base_url=hub_url, timeout=30, follow_redirects=True)
+    form = session.get("/hub/oauth_login")
+    assert form.status_code == 200 and "/oauth2/authorize" in str(form.url), (
+        f"the hub did not send the browser to the provider: {form.status_code} {form.url}"
+    )
+    answer = session.post(str(form.url), data={"sub": sub}, follow_redirects=False)
+    assert answer.status_code in (302, 303), answer.text
+    callback = answer.headers["location"]
+    response = session.get(callback, follow_redirects=follow_to_hub)
+    return session, response

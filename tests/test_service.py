@@ -41,6 +41,22 @@ CONFIG_PROBLEMS = [
         id="unknown-default-runtime",
     ),
     pytest.param("c.GpuInventory.devices = ['0', '0']", "twice", id="duplicate-gpu"),
+    pytest.param(
+        "c.GoogleOAuthenticator.client_id = 'id.apps.example'",
+        "Google sign-in has no client secret: set both GoogleOAuthenticator.client_id",
+        id="google-without-secret",
+    ),
+    pytest.param(
+        "c.GoogleOAuthenticator.client_secret = 'not-printed-s3cret'",
+        "Google sign-in has no client id",
+        id="google-without-id",
+    ),
+    pytest.param(
+        "c.GoogleOAuthenticator.client_id = 'id.apps.example'\n"
+        "c.GoogleOAuthenticator.client_secret = 'not-printed-s3cret'",
+        "Google sign-in would admit nobody: set GoogleOAuthenticator.hosted_domain",
+        id="google-admitting-nobody",
+    ),
 ]
 
 
@@ -76,6 +92,7 @@ def test_a_bad_config_file_is_one_clear_line(
         "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), "--config", str(config)
     )
     assert_one_clear_line(result, fragment)
+    assert "s3cret" not in result.stderr + result.stdout
 
 
 @pytest.mark.parametrize(
