@@ -245,3 +245,21 @@ def test_the_client_can_come_from_oauthenticators_environment_variables(
     assert f"Sign-in: Google (accounts in {DOMAIN})" in google.hub.log()
     assert session.get("/hub/api/user").json()["name"] == "heidi"
     assert_no_secret(google, response)
+
+
+def test_after_signing_out_the_runtime_needs_a_new_sign_in(google: GoogleHub) -> None:
+    session, _ = google.sign_in(f"ivan@{DOMAIN}")
+    start_from_form(session)
+    with google.hub.api(google.hub.token("ivan")) as api:
+        try:
+            wait_ready(api, "ivan")
+            before = session.get("/user/ivan/tree")
+            assert before.status_code == 200 and "/user/ivan/tree" in str(before.url)
+
+            session.get("/hub/logout")
+
+            after = session.get("/user/ivan/tree")
+            assert "/hub/login" in str(after.url), after.url
+            assert "Sign in with Google" in page_text(after)
+        finally:
+            stop_all_runtimes(api, "ivan")
