@@ -16,6 +16,7 @@ from kernelhub.images_cli import images
 from kernelhub.launch import StartupError, UpOptions, build_config, run_hub
 from kernelhub.runtime_cli import runtime
 from kernelhub.token_cli import token
+from kernelhub.quotas.cli import quota
 
 ENV_HELP = """\b
 Environment variables (each is the same as its flag):
@@ -153,6 +154,7 @@ main.add_command(token)
 main.add_command(runtime)
 main.add_command(images)
 main.add_command(drive)
+main.add_command(quota)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
