@@ -14,9 +14,9 @@ from kernelhub.cli_options import data_dir_option
 from kernelhub.drive_cli import drive
 from kernelhub.images_cli import images
 from kernelhub.launch import StartupError, UpOptions, build_config, run_hub
+from kernelhub.quotas.cli import quota
 from kernelhub.runtime_cli import runtime
 from kernelhub.token_cli import token
-from kernelhub.quotas.cli import quota
 
 ENV_HELP = """\b
 Environment variables (each is the same as its flag):
