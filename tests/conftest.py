@@ -16,11 +16,13 @@ from typing import Any
 import httpx
 import pytest
 from harness import (
+    GoogleHub,
     HubProcess,
     OidcProvider,
     PostgresCluster,
     free_port,
     runtime_pids,
+    start_google_hub,
     stop_all_runtimes,
     write_test_credentials,
 )
@@ -134,3 +136,9 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProv
     yield provider
     _running_providers.remove(provider)
     provider.stop()
+
+
+@pytest.fixture(scope="session")
+def google(hub_factory: Callable[..., HubProcess], oidc_provider: OidcProvider) -> GoogleHub:
+    """A hub whose users sign in with Google (the real OIDC provider process)."""
+    return start_google_hub(hub_factory, oidc_provider, "google")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
@@ -406,3 +407,34 @@ def sign_in_at_provider(
     callback = answer.headers["location"]
     response = session.get(callback, follow_redirects=follow_to_hub)
     return session, response
+
+
+GOOGLE_DOMAIN = "example.com"
+GOOGLE_POLICY = f"""
+c.GoogleOAuthenticator.hosted_domain = [{GOOGLE_DOMAIN!r}]
+c.Authenticator.admin_users = {{"carol"}}
+c.Authenticator.blocked_users = {{"mallory"}}
+"""
+
+
+@dataclass
+class GoogleHub:
+    hub: HubProcess
+    provider: OidcProvider
+    client_secret: str
+
+    def sign_in(self, email: str, verified: bool = True) -> tuple[httpx.Client, httpx.Response]:
+        self.provider.set_user(email, **google_user(email, verified))
+        return sign_in_at_provider(self.hub.url, email)
+
+
+def start_google_hub(
+    hub_factory: Callable[..., HubProcess], provider: OidcProvider, name: str
+) -> GoogleHub:
+    """A hub signing in with Google at `provider`: domain example.com, admin carol,
+    mallory blocked."""
+    port = free_port()
+    hub_url = f"http://127.0.0.1:{port}"
+    client_id, secret = provider.register_client(f"{hub_url}/hub/oauth_callback")
+    config = provider.google_config(client_id, secret, hub_url) + GOOGLE_POLICY
+    return GoogleHub(hub_factory(config, name=name, port=port), provider, secret)

@@ -8,16 +8,17 @@ users carry the claims Google's userinfo returns: email, verified_email, hd.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from harness import (
+    GOOGLE_DOMAIN,
+    GoogleHub,
     HubProcess,
     OidcProvider,
     free_port,
     google_user,
-    sign_in_at_provider,
+    start_google_hub,
     stop_all_runtimes,
     text_of,
     wait_ready,
@@ -25,38 +26,7 @@ from harness import (
     xsrf_token,
 )
 
-DOMAIN = "example.com"
-POLICY = f"""
-c.GoogleOAuthenticator.hosted_domain = [{DOMAIN!r}]
-c.Authenticator.admin_users = {{"carol"}}
-c.Authenticator.blocked_users = {{"mallory"}}
-"""
-
-
-@dataclass
-class GoogleHub:
-    hub: HubProcess
-    provider: OidcProvider
-    client_secret: str
-
-    def sign_in(self, email: str, verified: bool = True) -> tuple[httpx.Client, httpx.Response]:
-        self.provider.set_user(email, **google_user(email, verified))
-        return sign_in_at_provider(self.hub.url, email)
-
-
-def start_google_hub(
-    hub_factory: Callable[..., HubProcess], provider: OidcProvider, name: str
-) -> GoogleHub:
-    port = free_port()
-    hub_url = f"http://127.0.0.1:{port}"
-    client_id, secret = provider.register_client(f"{hub_url}/hub/oauth_callback")
-    config = provider.google_config(client_id, secret, hub_url) + POLICY
-    return GoogleHub(hub_factory(config, name=name, port=port), provider, secret)
-
-
-@pytest.fixture(scope="module")
-def google(hub_factory: Callable[..., HubProcess], oidc_provider: OidcProvider) -> GoogleHub:
-    return start_google_hub(hub_factory, oidc_provider, "google")
+DOMAIN = GOOGLE_DOMAIN  # users' e-mails; with one hosted domain user names drop it
 
 
 def page_text(response: httpx.Response) -> str:
