@@ -16,6 +16,7 @@ from tornado import web
 
 from kernelhub.catalog import RuntimeCatalog, user_group_names
 from kernelhub.errors import http_refusal
+from kernelhub.quota_gate import check_quota
 from kernelhub.runtime_types import RuntimeRequestError
 
 
@@ -32,10 +33,10 @@ class RuntimeServerAPIHandler(UserServerAPIHandler):
     async def post(self, user_name: str, server_name: str = "") -> None:
         user = self.find_user(user_name)
         if user is not None:
-            self._refuse_unadmissible(user, server_name)
+            await self._refuse_unadmissible(user, server_name)
         await super().post(user_name, server_name)
 
-    def _refuse_unadmissible(self, user: Any, server_name: str) -> None:
+    async def _refuse_unadmissible(self, user: Any, server_name: str) -> None:
         existing = user.spawners.get(server_name) if server_name in user.orm_spawners else None
         if existing is not None and existing.active:
             return  # already running or pending: JupyterHub answers that itself
@@ -44,7 +45,8 @@ class RuntimeServerAPIHandler(UserServerAPIHandler):
         if options is None and server_name in user.orm_spawners:
             options = user.orm_spawners[server_name].user_options or None
         try:
-            RuntimeCatalog.instance().admit_for(user, server_name, options)
+            runtime_type = RuntimeCatalog.instance().admit_for(user, server_name, options)
+            await check_quota(user, server_name, runtime_type)
         except RuntimeRequestError as e:
             self.log.info("Refused runtime for %s/%s: %s", user.name, server_name, e.message)
             raise http_refusal(e.message, e.status) from None

@@ -15,6 +15,7 @@ from kernelhub.catalog import RuntimeCatalog
 from kernelhub.docker_engine import missing_images
 from kernelhub.executor import run_blocking
 from kernelhub.gpus import GpuInventory, discover_with_nvml
+from kernelhub.quota_gate import QuotaGate
 
 IMAGE_CHECK_SECONDS = 60
 
@@ -50,6 +51,11 @@ class KernelHubApp(JupyterHub):
         for note in self.startup_notes:
             self.log.info(note)
         await self.init_runtime_catalog()
+        gate = QuotaGate.instance(parent=self)
+        self.log.info(
+            "Quota checks before spawns: %s",
+            "on (the quota daemon's store)" if gate.db_url else "off (QuotaGate.db_url is empty)",
+        )
         return await super().init_spawners()
 
     async def init_runtime_catalog(self) -> None:

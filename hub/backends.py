@@ -13,7 +13,6 @@ from traitlets.config import Config
 
 from kernelhub.credentials import LocalCredentials
 from kernelhub.docker_engine import check_engine
-from kernelhub.google import GoogleSignInError, check_google_settings, google_settings
 
 LOCAL_ADMIN = "admin"
 
@@ -73,6 +72,9 @@ def choose_authenticator(
 ) -> str:
     if "authenticator_class" in file_config.get("JupyterHub", {}):
         return "Sign-in: authenticator set by the config file (JupyterHub.authenticator_class)"
+    # oauthenticator (through jsonschema) costs seconds to import: only `up` pays it
+    from kernelhub.google import GoogleSignInError, check_google_settings, google_settings
+
     google = google_settings(file_config)
     if google:
         try:

@@ -227,6 +227,7 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
         file_config.get("ConfigurableHTTPProxy", {}).get("command")
     )
     _add_operator_service(c, operator_token(data_dir))
+    ports["quotas"] = _add_quota_service(c, data_dir)  # kernelhub-quotad
     c.KernelHubApp.startup_notes = notes
 
     check_db_url(c.JupyterHub.db_url)
@@ -267,6 +268,56 @@ def _add_operator_service(c: Config, token: str) -> None:
         {"name": OPERATOR_SERVICE, "scopes": OPERATOR_SCOPES, "services": [OPERATOR_SERVICE]}
     )
     c.JupyterHub.load_roles = roles
+
+
+# --- kernelhub-quotad (quota daemon) registration: begin ---------------------------
+QUOTA_SERVICE = "kernelhub-quotas"
+QUOTA_DB_FILE = "quotas.sqlite"
+# only what the service does: list users, read them (groups decide rules, activity
+# decides idleness; the quota API looks users up), read and stop servers, and read
+# kernel execution state through the proxy (access:servers)
+QUOTA_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "access:servers"]
+
+
+def _add_quota_service(c: Config, data_dir: Path) -> int:
+    """Register the quota daemon as a managed service; its port, kept across restarts.
+
+    On by default; KERNELHUB_QUOTAS=0 (or c.JupyterHub.services naming it already)
+    leaves it out. KERNELHUB_QUOTA_ARGS adds daemon options (e.g. "--interval 1").
+    """
+    state_path = data_dir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    port = int((state.get("ports") or {}).get("quotas") or free_port())
+    services = list(c.JupyterHub.get("services", []))
+    if os.environ.get("KERNELHUB_QUOTAS", "1") == "0" or any(
+        s.get("name") == QUOTA_SERVICE for s in services
+    ):
+        return port
+    db_url = os.environ.get("KERNELHUB_QUOTA_DB_URL") or f"sqlite:///{data_dir / QUOTA_DB_FILE}"
+    if "db_url" not in c.QuotaGate:
+        c.QuotaGate.db_url = db_url  # spawns are checked against the daemon's store
+    bind = urlparse(c.JupyterHub.bind_url)
+    public = f"http://127.0.0.1:{bind.port or 80}" if bind.hostname in ("0.0.0.0", "::") else None
+    command = [sys.executable, "-m", "kernelhub.quotas.service", "--db-url", db_url]
+    command += ["--public-url", public or c.JupyterHub.bind_url.rstrip("/")]
+    command += os.environ.get("KERNELHUB_QUOTA_ARGS", "").split()
+    services.append(
+        {
+            "name": QUOTA_SERVICE,
+            "command": command,
+            "url": f"http://127.0.0.1:{port}",
+            "display": False,
+            "environment": {"PYTHONUNBUFFERED": "1"},
+        }
+    )
+    c.JupyterHub.services = services
+    roles = list(c.JupyterHub.get("load_roles", []))
+    roles.append({"name": QUOTA_SERVICE, "scopes": QUOTA_SCOPES, "services": [QUOTA_SERVICE]})
+    c.JupyterHub.load_roles = roles
+    return port
+
+
+# --- kernelhub-quotad registration: end ---------------------------------------------
 
 
 def run_hub(config: Config) -> None:

@@ -17,3 +17,4 @@ def quota() -> None:
 
 
 quota.add_command(record_command)
+from kernelhub.quotas import admin_cli  # noqa: E402, F401 - adds show, set, reset, ... to `quota`

@@ -19,6 +19,7 @@ from traitlets import List, Unicode, default
 from kernelhub.catalog import RuntimeCatalog, user_group_names
 from kernelhub.errors import http_refusal
 from kernelhub.gpus import GpuInventory, NoFreeGpu
+from kernelhub.quota_gate import check_quota
 from kernelhub.runtime_types import RUNTIME_OPTION, RuntimeRequestError, RuntimeType
 
 from .form import render_runtime_form
@@ -97,6 +98,10 @@ class RuntimeSpawnerMixin(Spawner):
             spawner.user_options = resolved
             if spawner.orm_spawner is not None:
                 spawner.orm_spawner.user_options = resolved
+            try:
+                await check_quota(spawner.user, spawner.name, runtime_type)
+            except RuntimeRequestError as e:
+                raise http_refusal(e.message, e.status) from None
             spawner.take_gpus(runtime_type)
             spawner.runtime_type_name = runtime_type.name
             gpus = f"GPU {','.join(spawner.gpu_ids)}" if spawner.gpu_ids else "no GPU"

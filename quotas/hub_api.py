@@ -1,0 +1,182 @@
+"""The quota daemon's view of the hub: running servers, their activity, and stopping them.
+
+Everything goes through JupyterHub's REST API with the service's own token
+(``JUPYTERHUB_API_TOKEN``), so the daemon can do only what its role's scopes
+allow: list users and servers, read activity, stop servers. Kernel execution
+state comes from each server's ``/api/kernels`` through the proxy, which needs
+``access:servers``; without it the daemon falls back to the hub's last activity.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from kernelhub.runtime_types import RUNTIME_OPTION
+
+log = logging.getLogger(__name__)
+
+# JupyterHub pages user lists; asking for the paginated form tells us where the next page is
+PAGINATION = "application/jupyterhub-pagination+json"
+PAGE_SIZE = 200
+
+
+class HubApiError(RuntimeError):
+    """The hub answered something the daemon cannot use (the message names the call)."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """One running (or starting/stopping) server as the hub reports it."""
+
+    user: str
+    name: str  # "" for the default server
+    runtime_type: str
+    started: datetime | None
+    last_activity: datetime | None
+    ready: bool
+    pending: str | None  # "spawn", "stop" or None
+    url: str  # the server's path under the public URL, e.g. /user/alice/gpu/
+    groups: tuple[str, ...] = ()
+    user_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """``user/server``: the runtime's key in the store and in every map of the daemon."""
+        return f"{self.user}/{self.name}"
+
+
+@dataclass(frozen=True)
+class KernelActivity:
+    """What a server's kernels say: whether one is executing, and its latest activity."""
+
+    busy: bool
+    last_activity: datetime | None
+
+
+class HubApi:
+    """Async client of the hub's REST API (``api_url`` ends in ``/hub/api``).
+
+    ``public_url`` (the proxy's, e.g. ``http://127.0.0.1:8000``) is where servers'
+    kernel lists are read; without it kernel state is not queried.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        *,
+        public_url: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/") + "/"
+        self.public_url = public_url.rstrip("/") if public_url else None
+        # the token lives only in this header, never in a URL or a log line
+        self._client = httpx.AsyncClient(
+            headers={"Authorization": f"token {token}"}, timeout=timeout, transport=transport
+        )
+        self._kernels_refused = False  # log the missing scope once, not every cycle
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def servers(self) -> list[ServerInfo]:
+        """Every server the hub counts as active (running, starting or stopping)."""
+        found: list[ServerInfo] = []
+        offset = 0
+        while True:
+            params = {"state": "active", "offset": str(offset), "limit": str(PAGE_SIZE)}
+            response = await self._client.get(
+                self.api_url + "users", params=params, headers={"Accept": PAGINATION}
+            )
+            body = self._json(response, "GET users?state=active")
+            items = body["items"] if isinstance(body, dict) else body
+            for user in items:
+                groups = tuple(user.get("groups") or ())
+                for model in (user.get("servers") or {}).values():
+                    found.append(_server(user["name"], groups, model))
+            following = body.get("_pagination", {}).get("next") if isinstance(body, dict) else None
+            if not following:
+                return found
+            offset = int(following["offset"])
+
+    async def stop_server(self, user: str, server: str) -> bool:
+        """Ask the hub to stop ``user``'s ``server`` (never removes it, nor the drive).
+
+        True once the hub has it stopping or stopped; False if it was not running.
+        """
+        path = f"users/{quote(user, safe='')}/server"
+        if server:
+            path = f"users/{quote(user, safe='')}/servers/{quote(server, safe='')}"
+        response = await self._client.delete(self.api_url + path)
+        if response.status_code in (202, 204):
+            return True
+        if response.status_code in (400, 404):  # already stopped (or never ran)
+            return False
+        raise HubApiError(f"DELETE {path}: HTTP {response.status_code} {response.text[:200]}")
+
+    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
+        """The server's kernels, or None where they cannot be read (not ready, no scope)."""
+        if self.public_url is None or not server.ready or self._kernels_refused:
+            return None
+        url = f"{self.public_url}{server.url}api/kernels"
+        try:
+            response = await self._client.get(url, follow_redirects=False)
+        except httpx.HTTPError as e:
+            log.debug("kernels of %s unreadable: %s", server.key, e)
+            return None
+        if response.status_code in (302, 401, 403):
+            self._kernels_refused = True
+            log.warning(
+                "kernel execution state unreadable (HTTP %d: the service lacks access:servers); "
+                "idle detection uses the hub's last activity only",
+                response.status_code,
+            )
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            kernels = response.json()
+        except ValueError:
+            return None
+        busy = any(k.get("execution_state") == "busy" for k in kernels)
+        times = [t for k in kernels if (t := _time(k.get("last_activity"))) is not None]
+        return KernelActivity(busy, max(times, default=None))
+
+    def _json(self, response: httpx.Response, call: str) -> Any:
+        if response.status_code != 200:
+            raise HubApiError(f"{call}: HTTP {response.status_code} {response.text[:200]}")
+        try:
+            return response.json()
+        except ValueError as e:
+            raise HubApiError(f"{call}: not JSON ({e})") from None
+
+
+def _server(user: str, groups: tuple[str, ...], model: Mapping[str, Any]) -> ServerInfo:
+    options = model.get("user_options") or {}
+    return ServerInfo(
+        user=user,
+        name=str(model.get("name") or ""),
+        runtime_type=str(options.get(RUNTIME_OPTION) or ""),
+        started=_time(model.get("started")),
+        last_activity=_time(model.get("last_activity")),
+        ready=bool(model.get("ready")),
+        pending=model.get("pending"),
+        url=str(model.get("url") or ""),
+        groups=groups,
+        user_options=dict(options),
+    )
+
+
+def _time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    # the hub writes ISO 8601 with "Z"; fromisoformat reads "Z" from Python 3.11 on
+    return datetime.fromisoformat(str(value))

@@ -1,0 +1,206 @@
+"""``kernelhub-quotad``: the quota daemon as a JupyterHub-managed service.
+
+`kernelhub up` starts it with the hub's service environment (JUPYTERHUB_API_URL,
+JUPYTERHUB_API_TOKEN, JUPYTERHUB_SERVICE_URL, JUPYTERHUB_SERVICE_PREFIX). It runs
+the sampling cycle and serves Prometheus ``/metrics`` (and the quota REST API,
+where ``kernelhub.quotas.api`` is installed) on the service's port.
+SIGTERM and SIGINT stop it cleanly between cycles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlparse
+
+from tornado import web
+
+from kernelhub.quotas.clock import SystemClock
+from kernelhub.quotas.daemon import DEFAULT_INTERVAL, QuotaDaemon
+from kernelhub.quotas.hub_api import HubApi
+from kernelhub.quotas.metrics import CONTENT_TYPE_LATEST, QuotaMetrics
+from kernelhub.quotas.policy import Rule
+from kernelhub.quotas.runtimes import ProcessScanner
+from kernelhub.quotas.store import QuotaStore
+from kernelhub.quotas.telemetry import GpuTelemetry
+
+log = logging.getLogger("kernelhub.quotad")
+
+
+class MetricsHandler(web.RequestHandler):
+    def initialize(self, metrics: QuotaMetrics) -> None:
+        self.metrics = metrics
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.write(self.metrics.render())
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="kernelhub-quotad", description="kernelhub's GPU quota daemon (a JupyterHub service)"
+    )
+    parser.add_argument("--db-url", default=os.environ.get("KERNELHUB_QUOTA_DB_URL"))
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="seconds")
+    parser.add_argument(
+        "--account-period",
+        type=float,
+        default=60.0,
+        help="seconds between usage writes per runtime (0: every cycle); a kill -9 "
+        "still loses no GPU-seconds (the restart accounts from the store's cursor)",
+    )
+    parser.add_argument(
+        "--telemetry", default="nvml", help="nvml, or replay:PATH (a recorded trace, looped)"
+    )
+    parser.add_argument(
+        "--replay-pid",
+        action="append",
+        default=[],
+        metavar="RECORDED=PID",
+        help="with replay: attach a recorded PID to a process of this host (repeatable)",
+    )
+    parser.add_argument(
+        "--public-url",
+        default=os.environ.get("KERNELHUB_PUBLIC_URL"),
+        help="the proxy's URL, where servers' kernel state is read",
+    )
+    parser.add_argument("--max-session-hours", type=float, help="default for every runtime type")
+    parser.add_argument("--idle-minutes", type=float, help="default idle timeout")
+    parser.add_argument(
+        "--mining-detector",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="stop and flag runtimes that behave like cryptocurrency miners",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    if not args.db_url:
+        parser.error("--db-url (or KERNELHUB_QUOTA_DB_URL) is required")
+    if args.interval <= 0:
+        parser.error("--interval must be > 0")
+    return args
+
+
+def make_telemetry(spec: str, clock: SystemClock, pids: Sequence[str] = ()) -> GpuTelemetry:
+    if spec == "nvml":
+        from kernelhub.quotas.nvml import NvmlTelemetry
+
+        return NvmlTelemetry(clock)
+    if spec.startswith("replay:"):
+        from kernelhub.quotas.replay import ReplayTelemetry
+
+        pid_map = {int(a): int(b) for a, _, b in (p.partition("=") for p in pids)}
+        return ReplayTelemetry(spec.removeprefix("replay:"), clock, loop=True, pid_map=pid_map)
+    raise SystemExit(f"kernelhub-quotad: --telemetry must be nvml or replay:PATH, not {spec!r}")
+
+
+def make_detector() -> Any:
+    from kernelhub.quotas.detector import MiningDetector
+
+    return MiningDetector()
+
+
+def default_rule(args: argparse.Namespace) -> Rule | None:
+    hours = {"*": args.max_session_hours} if args.max_session_hours else None
+    if hours is None and args.idle_minutes is None:
+        return None
+    return Rule(max_session_hours=hours, idle_minutes=args.idle_minutes)
+
+
+def make_web_app(
+    store: QuotaStore, metrics: QuotaMetrics, prefix: str, api_url: str, token: str
+) -> web.Application:
+    """The quota REST API (``kernelhub.quotas.api``) with ``/metrics`` beside it."""
+    handlers: list[Any] = [(r"/metrics", MetricsHandler, {"metrics": metrics})]
+    if prefix.rstrip("/"):
+        handlers.append((prefix.rstrip("/") + "/metrics", MetricsHandler, {"metrics": metrics}))
+    try:
+        from kernelhub.quotas.api import make_app
+    except ImportError:  # the API is optional: metrics alone still serve
+        return web.Application(handlers)
+    from jupyterhub.services.auth import HubAuth
+
+    hub_auth = HubAuth(api_url=api_url, api_token=token, cache_max_age=60)
+    app = make_app(store, hub_auth, prefix)
+    # after the API's routes; its catch-all 404 only answers what no rule matches
+    app.wildcard_router.add_rules(handlers)
+    return app
+
+
+async def serve(args: argparse.Namespace) -> None:
+    api_url = os.environ.get("JUPYTERHUB_API_URL", "")
+    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    if not api_url or not token:
+        raise SystemExit(
+            "kernelhub-quotad: JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN must be set"
+        )
+    service_url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:0"))
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+    clock = SystemClock()
+    telemetry = make_telemetry(args.telemetry, clock, args.replay_pid)
+    from kernelhub.quotas.nvml import NvmlTelemetry
+
+    if isinstance(telemetry, NvmlTelemetry):
+        await telemetry.open(log_unavailable=False)  # we say it ourselves, once, below
+    if not telemetry.available:
+        log.warning("GPU sampling is off (%s); everything else keeps working", telemetry.reason)
+    metrics = QuotaMetrics()
+    metrics.gpu_sampling.set(1 if telemetry.available else 0)
+    store = QuotaStore.open(args.db_url)
+    hub = HubApi(api_url, token, public_url=args.public_url)
+    daemon = QuotaDaemon(
+        store,
+        telemetry,
+        hub,
+        clock,
+        interval=args.interval,
+        account_period=args.account_period,
+        scanner=ProcessScanner(api_url),
+        metrics=metrics,
+        default_limits=default_rule(args),
+        detector=make_detector() if args.mining_detector else None,
+    )
+    server = make_web_app(store, metrics, prefix, api_url, token).listen(
+        service_url.port or 0, address=service_url.hostname or "127.0.0.1"
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    log.info(
+        "kernelhub-quotad: every %g s, metrics on %s:%s%smetrics",
+        args.interval,
+        service_url.hostname,
+        service_url.port,
+        prefix,
+    )
+    try:
+        await daemon.run(stopping)
+    finally:
+        server.stop()
+        await hub.close()
+        close = getattr(telemetry, "close", None)
+        if close is not None:
+            await close()
+        store.close()
+        log.info("kernelhub-quotad stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="[%(levelname).1s %(asctime)s %(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+    asyncio.run(serve(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The quota daemon against a real hub and real local runtimes, GPUs replayed from traces.
+
+Policy tests drive ``QuotaDaemon.run_cycle`` in-process on a ``VirtualClock``
+(started at the wall clock's now, so the hub's real timestamps line up), so
+hours of session age pass instantly while the hub, its runtimes and the stops
+are real. The kill -9 test runs the daemon as its own process on the wall clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import (
+    HubProcess,
+    runtime_pids,
+    start_runtime,
+    stop_all_runtimes,
+    wait_for_process_exit,
+    wait_until,
+)
+
+from kernelhub.credentials import operator_token
+from kernelhub.quotas.clock import VirtualClock
+from kernelhub.quotas.daemon import QuotaDaemon
+from kernelhub.quotas.hub_api import HubApi
+from kernelhub.quotas.nvml import NvmlTelemetry
+from kernelhub.quotas.policy import Rule
+from kernelhub.quotas.replay import ReplayTelemetry
+from kernelhub.quotas.runtimes import ProcessScanner
+from kernelhub.quotas.store import QuotaStore
+from kernelhub.quotas.telemetry import read_trace
+
+DATA = Path(__file__).parent / "data"
+TRAINING_PID, IDLE_PID = 4121, 2877  # the PIDs recorded in training / idle_with_memory
+
+
+@pytest.fixture(scope="module")
+def qhub(hub_factory: Callable[..., HubProcess]) -> HubProcess:
+    """A hub of its own: its managed quota service's log is this module's to read."""
+    return hub_factory(name="quotad")
+
+
+@pytest.fixture(scope="module")
+def operator(qhub: HubProcess) -> Iterator[httpx.Client]:
+    with qhub.api(operator_token(qhub.data_dir)) as api:
+        yield api
+
+
+def internal_api_url(hub: HubProcess) -> str:
+    """The hub's own API URL, as services and runtimes are given it (not the proxy's)."""
+    state = json.loads((hub.data_dir / "hub-state.json").read_text())
+    return f"http://127.0.0.1:{state['ports']['hub']}/hub/api"
+
+
+def two_gpu_trace() -> list[str]:
+    """GPU 0 replays training.jsonl, GPU 1 idle_with_memory.jsonl (same times)."""
+    training = read_trace((DATA / "training.jsonl").read_text().splitlines())
+    idle = read_trace((DATA / "idle_with_memory.jsonl").read_text().splitlines())
+    lines = []
+    for busy, quiet in zip(training, idle, strict=False):
+        second = {**json.loads(quiet.to_json_line())["gpus"][0], "index": 1, "uuid": "GPU-idle"}
+        sample = json.loads(busy.to_json_line())
+        sample["gpus"].append(second)
+        lines.append(json.dumps(sample))
+    return lines
+
+
+def make_daemon(
+    hub: HubProcess, store: QuotaStore, clock: VirtualClock, **pids: int
+) -> QuotaDaemon:
+    telemetry = ReplayTelemetry(two_gpu_trace(), clock, loop=True)
+    telemetry.pid_map = {TRAINING_PID: pids.get("training", 0), IDLE_PID: pids.get("idle", 0)}
+    api_url = internal_api_url(hub)
+    client = HubApi(api_url, operator_token(hub.data_dir), public_url=hub.url)
+    return QuotaDaemon(store, telemetry, client, clock, scanner=ProcessScanner(api_url))
+
+
+def start_user_runtime(api: httpx.Client, user: str) -> None:
+    """Create ``user`` (if new) and start their default CPU runtime."""
+    created = api.post(f"users/{user}")
+    assert created.status_code in (201, 409), created.text
+    start_runtime(api, user)
+
+
+def root_pid(hub: HubProcess, user: str) -> int:
+    pids = runtime_pids(hub.data_dir, user)
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[QuotaStore]:
+    with QuotaStore.open(f"sqlite:///{tmp_path / 'quotas.sqlite'}") as s:
+        yield s
+
+
+def servers(api: httpx.Client, user: str) -> dict[str, object]:
+    return dict(api.get(f"users/{user}").json().get("servers") or {})
+
+
+async def test_runtime_past_max_age_is_stopped_with_reason_and_drive_intact(
+    qhub: HubProcess, operator: httpx.Client, store: QuotaStore, username: str
+) -> None:
+    start_user_runtime(operator, username)
+    drive = qhub.data_dir / "users" / username
+    (drive / "notes.txt").write_text("keep me")
+    pid = root_pid(qhub, username)
+    store.set_rule(Rule(max_session_hours={"*": 1.0}))
+    clock = VirtualClock(time.time())
+    daemon = make_daemon(qhub, store, clock)
+    try:
+        first = await daemon.run_cycle()
+        assert first.runtimes >= 1 and not first.stops and not first.warnings
+        clock.advance(50 * 60)  # 10 min before the limit: warned once
+        warned = await daemon.run_cycle()
+        assert (f"{username}/", "max-session-age") in warned.warnings
+        clock.advance(60)
+        again = await daemon.run_cycle()
+        assert not again.warnings and not again.stops  # the warning is not repeated
+        clock.advance(10 * 60)
+        stopped = await daemon.run_cycle()
+    finally:
+        await daemon.hub.close()
+    assert (f"{username}/", "max-session-age") in stopped.stops
+    wait_until(lambda: not servers(operator, username), timeout=60, what="the stop")
+    wait_for_process_exit([pid])
+    events = store.events(username)
+    assert [(e.kind, e.reason) for e in events] == [
+        ("warn", "max-session-age"),
+        ("stop", "max-session-age"),
+    ]
+    stop = events[-1]
+    assert "maximum session length" in stop.message
+    assert stop.details["limit_hours"] == 1.0 and stop.details["stopped_by_hub"] is True
+    assert (drive / "notes.txt").read_text() == "keep me"  # the drive is never touched
+    metrics = daemon.metrics.render().decode()
+    assert 'kernelhub_stops_total{reason="max-session-age"} 1.0' in metrics
+
+
+async def test_idle_gpu_runtime_stopped_busy_gpu_runtime_kept(
+    qhub: HubProcess, operator: httpx.Client, store: QuotaStore, username: str
+) -> None:
+    busy_user = f"{username}busy"
+    start_user_runtime(operator, username)
+    start_user_runtime(operator, busy_user)
+    idle_pid, busy_pid = root_pid(qhub, username), root_pid(qhub, busy_user)
+    store.set_rule(Rule(idle_minutes=30))
+    clock = VirtualClock(time.time())
+    daemon = make_daemon(qhub, store, clock, training=busy_pid, idle=idle_pid)
+    reports = []
+    try:
+        for _ in range(32):  # 31 virtual minutes, a cycle a minute
+            reports.append(await daemon.run_cycle())
+            clock.advance(60)
+    finally:
+        await daemon.hub.close()
+        stop_all_runtimes(operator, busy_user)
+    stops = [s for r in reports for s in r.stops]
+    warnings = [w for r in reports for w in r.warnings]
+    assert stops == [(f"{username}/", "idle")]
+    assert (f"{username}/", "idle") in warnings and (f"{busy_user}/", "idle") not in warnings
+    wait_until(lambda: not servers(operator, username), timeout=60, what="the idle stop")
+    stop = store.events(username)[-1]
+    assert (stop.kind, stop.reason) == ("stop", "idle")
+    assert stop.details["gpu_util"] == 0.0 and "GPU unused" in stop.message
+    assert servers(operator, busy_user) == {}  # (stopped by the test's cleanup only)
+    # both held one replayed GPU, each accounted from its first cycle on
+    today = datetime.now(UTC).date()
+    busy = store.usage(busy_user, today)
+    assert busy and busy[0].gpu_seconds == pytest.approx(31 * 60 + daemon.interval, abs=1)
+    # weighted by SM utilization: minute ticks on a 600 s loop land on training's step-boundary
+    # dips (every 15 s), so well under its mean, but far from the idle GPU's zero
+    assert busy[0].gpu_seconds_weighted > 0.25 * busy[0].gpu_seconds
+    assert store.usage(username, today)[0].gpu_seconds_weighted == 0.0
+
+
+def run_quotad(hub: HubProcess, db_url: str, pid: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
+    env["JUPYTERHUB_API_URL"] = internal_api_url(hub)
+    env["JUPYTERHUB_API_TOKEN"] = operator_token(hub.data_dir)
+    env["JUPYTERHUB_SERVICE_URL"] = "http://127.0.0.1:0"
+    command = [sys.executable, "-m", "kernelhub.quotas.service", "--db-url", db_url]
+    command += [
+        "--interval",
+        "0.5",
+        "--account-period",
+        "1",
+        "--telemetry",
+        f"replay:{DATA / 'training.jsonl'}",
+    ]
+    command += ["--replay-pid", f"{TRAINING_PID}={pid}"]
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def test_kill_9_loses_at_most_one_interval_and_never_double_counts(
+    qhub: HubProcess, operator: httpx.Client, tmp_path: Path, username: str
+) -> None:
+    start_user_runtime(operator, username)
+    started = datetime.fromisoformat(servers(operator, username)[""]["started"])  # type: ignore[index]
+    pid = root_pid(qhub, username)
+    db_url = f"sqlite:///{tmp_path / 'quotas.sqlite'}"
+    log = tmp_path / "quotad.log"
+    key = f"{username}/"
+    with QuotaStore.open(db_url) as store:
+        launched = datetime.now(UTC)
+        daemon = run_quotad(qhub, db_url, pid, log)
+        try:
+            wait_until(lambda: (store.usage(username, launched.date()) or [None])[0], what="usage")
+            time.sleep(2.2)  # mid-run: a few cycles in, then no chance to finish cleanly
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait(10)
+            killed_at = store.cursor(key)  # as the killed process left it
+            before = store.usage(username, launched.date())[0].gpu_seconds
+            time.sleep(1.5)  # down for three intervals
+            daemon = run_quotad(qhub, db_url, pid, log)
+            wait_until(lambda: store.cursor(key) > killed_at, what="the restarted daemon")  # type: ignore[operator]
+            time.sleep(1.5)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(15) == 0, log.read_text()
+        cursor = store.cursor(key)
+        usage = store.usage(username, launched.date())
+    assert cursor is not None and killed_at is not None and len(usage) == 1
+    # one replayed GPU: GPU-seconds == seconds accounted
+    after_kill = usage[0].gpu_seconds - before
+    span = (cursor - killed_at).total_seconds()
+    # never more than the time that passed (no double count), in total and since the kill
+    assert usage[0].gpu_seconds <= (cursor - started).total_seconds() + 1e-6
+    assert after_kill <= span + 1e-6, (after_kill, span)
+    # and the kill, with the downtime after it, costs at most one 0.5 s interval
+    assert after_kill >= span - 0.5, (after_kill, span)
+    assert "stopped" in log.read_text()
+    stop_all_runtimes(operator, username)
+
+
+def test_host_without_nvml_samples_no_gpu_says_so_once_and_serves_metrics(
+    qhub: HubProcess,
+) -> None:
+    async def nvml_available() -> bool:
+        async with NvmlTelemetry() as nvml:
+            return nvml.available
+
+    available = asyncio.run(nvml_available())
+    text = wait_until(
+        lambda: "kernelhub-quotad: every" in qhub.log() and qhub.log(), what="quotad start"
+    )
+    off_lines = [line for line in text.splitlines() if "GPU sampling is off" in line]
+    assert len(off_lines) == (0 if available else 1), off_lines
+    state = json.loads((qhub.data_dir / "hub-state.json").read_text())
+    metrics = httpx.get(f"http://127.0.0.1:{state['ports']['quotas']}/metrics").text
+    assert f"kernelhub_gpu_sampling_enabled {1.0 if available else 0.0}" in metrics
+    # and through the proxy, under the service's prefix
+    proxied = httpx.get(f"{qhub.url}/services/kernelhub-quotas/metrics")
+    assert proxied.status_code == 200 and "kernelhub_runtimes" in proxied.text
