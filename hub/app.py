@@ -15,6 +15,7 @@ from kernelhub.catalog import RuntimeCatalog
 from kernelhub.docker_engine import missing_images
 from kernelhub.executor import run_blocking
 from kernelhub.gpus import GpuInventory, discover_with_nvml
+from kernelhub.notices import notices_template_var
 from kernelhub.quota_gate import QuotaGate
 
 IMAGE_CHECK_SECONDS = 60
@@ -41,6 +42,12 @@ class KernelHubApp(JupyterHub):
 
     def load_config_file(self, *args: Any, **kwargs: Any) -> None:
         """`kernelhub up` has already merged the config file into self.config."""
+
+    def init_tornado_settings(self) -> None:
+        # the home page's quota notices, next to whatever template_vars the config sets
+        configured = dict(self.template_vars)  # type: ignore[has-type]  # untyped upstream
+        self.template_vars = {"kernelhub_notices": notices_template_var, **configured}
+        super().init_tornado_settings()
 
     def init_handlers(self) -> None:
         super().init_handlers()
