@@ -102,6 +102,7 @@ class QuotaDaemon:
             self.observers.append(self._detect)
         self._tracks: dict[str, _Track] = {}
         self._pid_sets: dict[int, tuple[GpuSample, frozenset[int]]] = {}
+        self._report: CycleReport | None = None  # the cycle in progress
 
     # --- the loop ---
 
@@ -123,7 +124,7 @@ class QuotaDaemon:
     async def run_cycle(self) -> CycleReport:
         started_at = asyncio.get_running_loop().time()
         now = datetime.fromtimestamp(self.clock.now(), UTC)
-        report = CycleReport(now)
+        report = self._report = CycleReport(now)  # observers' stops land in it too
         servers, sample, usages, rules = await asyncio.gather(
             self.hub.servers(),
             self._sample(),
@@ -142,8 +143,8 @@ class QuotaDaemon:
             if self.detector is not None:
                 self.detector.forget(key)
         await asyncio.gather(*(self._first_sight(r) for r in runtimes if r.key not in self._tracks))
+        await self._account(runtimes, now, report)
         for runtime in runtimes:
-            await self._account(runtime, now, report)
             for observer in self.observers:
                 await observer(runtime, self._observation(runtime, now))
             limits = _limits(rules, runtime.server, self.default_limits)
@@ -209,14 +210,32 @@ class QuotaDaemon:
 
     # --- accounting ---
 
-    async def _account(self, runtime: Runtime, now: datetime, report: CycleReport) -> None:
-        """Add this cycle to the runtime's pending interval; write it once it is due.
+    async def _account(self, runtimes: list[Runtime], now: datetime, report: CycleReport) -> None:
+        """Add this cycle to each runtime's pending interval; write those due, together.
 
         One write per ``account_period`` (not per cycle) keeps the store's cost flat
-        at short intervals. A kill -9 loses no GPU-seconds even so: the restarted
-        daemon accounts from the store's cursor, and only the utilization detail of
-        the unwritten part is replaced by the first sample after the restart.
+        at short intervals, and one transaction for all due runtimes (not one each)
+        keeps it flat in the number of runtimes. A kill -9 loses no GPU-seconds even
+        so: the restarted daemon accounts from the store's cursors, and only the
+        utilization detail of the unwritten part is replaced by the first sample
+        after the restart.
         """
+        due = [(r, i) for r in runtimes if (i := self._pending(r, now)) is not None]
+        if not due:
+            return
+        added = await run_blocking(self.store.account_intervals, [i for _, i in due])
+        # only once written: a failed write leaves the intervals pending for the next cycle
+        for (runtime, _), seconds in zip(due, added, strict=True):
+            track = self._tracks[runtime.key]
+            track.last_time, track.util_seconds, track.cpu_pending = now, 0.0, 0.0
+            report.accounted_seconds[runtime.key] = seconds
+            if runtime.gpus and seconds:
+                self.metrics.user_gpu_seconds.labels(user=runtime.server.user).inc(
+                    seconds * len(runtime.gpus)
+                )
+
+    def _pending(self, runtime: Runtime, now: datetime) -> tuple[Any, ...] | None:
+        """Fold this cycle into the runtime's track; its interval if one is due to write."""
         track = self._tracks[runtime.key]
         if track.last_time is None or track.last_time < now - MAX_BACKFILL:
             # first sight: the interval that just passed (or since the start, if shorter)
@@ -236,24 +255,20 @@ class QuotaDaemon:
         start = track.last_time
         span = (now - start).total_seconds()
         if span <= 0 or span < self.account_period:
-            return
-        added = await run_blocking(
-            self.store.account_interval,
+            return None
+        server = runtime.server
+        mean_util = track.util_seconds / span
+        gpus = len(runtime.gpus)
+        return (
             runtime.key,
-            runtime.server.user,
+            server.user,
             runtime.runtime_type,
             start,
             now,
-            len(runtime.gpus),
-            track.util_seconds / span,
+            gpus,
+            mean_util,
             track.cpu_pending,
         )
-        track.last_time, track.util_seconds, track.cpu_pending = now, 0.0, 0.0
-        report.accounted_seconds[runtime.key] = added
-        if runtime.gpus and added:
-            self.metrics.user_gpu_seconds.labels(user=runtime.server.user).inc(
-                added * len(runtime.gpus)
-            )
 
     # --- policy ---
 
@@ -353,7 +368,9 @@ class QuotaDaemon:
             return
         explanation = decision.explain()
         message = "your runtime was stopped: it behaved like cryptocurrency mining"
-        await self.stop(runtime, "mining-like", message, decision.to_dict())
+        # the readable explanation beside the raw decision: admins read the event, not a dict
+        details = {**decision.to_dict(), "explanation": explanation}
+        await self.stop(runtime, "mining-like", message, details, self._report)
         await run_blocking(self.store.flag, runtime.server.user, explanation, True)
 
 

@@ -11,7 +11,7 @@ another thread). Datetimes are timezone-aware in and out; days are UTC dates.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
 
 from kernelhub.quotas import migrations
-from kernelhub.quotas.policy import LIMIT_FIELDS, SCOPES, Rule, Scope, midnight, utc
+from kernelhub.quotas.policy import LIMIT_FIELDS, SCOPES, Rule, Scope, utc
 
 
 class QuotaStoreError(RuntimeError):
@@ -186,7 +186,7 @@ class QuotaStore:
         with self._write_sessions() as session, session.begin():
             yield session
 
-    def _insert(self, entity: type[Base]) -> postgresql.Insert | sqlite.Insert:
+    def _insert(self, entity: type[Base] | sa.Table) -> postgresql.Insert | sqlite.Insert:
         # both speak INSERT ... ON CONFLICT: an upsert is one atomic statement
         if self.engine.dialect.name == "postgresql":
             return postgresql.insert(entity)
@@ -212,38 +212,19 @@ class QuotaStore:
         ``cpu_seconds`` covers all of [start, end) and is prorated to what is new.
         Intervals crossing UTC midnight are split between the days.
         """
-        start, end = utc(start), utc(end)
-        util = min(max(util_fraction, 0.0), 1.0)
+        interval = (runtime_key, user, runtime_type, start, end, gpus, util_fraction, cpu_seconds)
+        return self.account_intervals([interval])[0]
+
+    def account_intervals(self, intervals: Sequence[tuple[Any, ...]]) -> list[float]:
+        """``account_interval`` for many (its arguments per tuple), in ONE transaction:
+        seconds added per interval, as the same calls one by one in order would add."""
+        from kernelhub.quotas.accounting import Interval, account  # it reads our tables
+
+        batch = [Interval(*i) for i in intervals]
+        tables = Base.metadata.tables
         with self._write() as session:
-            # a first interval creates the cursor at its own start; a concurrent first
-            # insert waits for ours, and the row lock below puts the two in order
-            new_cursor = self._insert(Cursor).values(
-                runtime_key=runtime_key, last_accounted_time=start
-            )
-            session.execute(new_cursor.on_conflict_do_nothing(index_elements=["runtime_key"]))
-            cursor = session.scalars(
-                sa.select(Cursor).where(Cursor.runtime_key == runtime_key).with_for_update()
-            ).one()
-            begin = max(start, cursor.last_accounted_time)
-            if begin >= end:
-                return 0.0
-            for day, seconds in _split_by_day(begin, end):
-                add = {
-                    "gpu_seconds": gpus * seconds,
-                    "gpu_seconds_weighted": gpus * seconds * util,
-                    "cpu_seconds": cpu_seconds * seconds / (end - start).total_seconds(),
-                }
-                row = self._insert(Usage).values(
-                    username=user, runtime_type=runtime_type, day=day, **add
-                )
-                summed = {name: getattr(Usage, name) + row.excluded[name] for name in add}
-                session.execute(
-                    row.on_conflict_do_update(
-                        index_elements=["username", "runtime_type", "day"], set_=summed
-                    )
-                )
-            cursor.last_accounted_time = end
-            return (end - begin).total_seconds()
+            cursors, usage = tables[Cursor.__tablename__], tables[Usage.__tablename__]
+            return account(session, self._insert, cursors, usage, batch)
 
     def cursor(self, runtime_key: str) -> datetime | None:
         """How far ``runtime_key`` has been accounted, if at all."""
@@ -367,14 +348,6 @@ class QuotaStore:
 def _rule(row: RuleRow) -> Rule:
     limits = {name: getattr(row, name) for name in LIMIT_FIELDS}
     return Rule(scope=row.scope, subject=row.subject, **limits)  # type: ignore[arg-type]
-
-
-def _split_by_day(start: datetime, end: datetime) -> Iterator[tuple[date, float]]:
-    """(UTC day, seconds) pieces of [start, end)."""
-    while start < end:
-        piece_end = min(end, midnight(start.date() + timedelta(days=1)))
-        yield start.date(), (piece_end - start).total_seconds()
-        start = piece_end
 
 
 def _take_over_sqlite_transactions(engine: Engine) -> None:
