@@ -161,3 +161,39 @@ def test_the_socket_proxy_refuses_what_the_spawner_does_not_need(
         check=False,
     )
     assert result.stdout.strip() == "refused 403", f"{what}: {result.stdout}{result.stderr}"
+
+
+def test_the_quota_daemon_runs_with_its_store_in_postgresql(deployment: dict[str, str]) -> None:
+    url = deployment["url"]
+    with httpx.Client(base_url=f"{url}/hub/api/", timeout=30) as api:
+        api.headers["Authorization"] = f"token {hub_token(deployment, 'admin')}"
+        service = api.get("services/kernelhub-quotas")
+        assert service.status_code == 200, service.text
+        metrics = httpx.get(f"{url}/services/kernelhub-quotas/metrics", timeout=10)
+        assert metrics.status_code == 200
+        assert "kernelhub_stops_total" in metrics.text
+        rules = httpx.get(
+            f"{url}/services/kernelhub-quotas/api/rules",
+            headers={"Authorization": api.headers["Authorization"]},
+            timeout=10,
+        )
+        assert rules.status_code == 200, rules.text
+    tables = subprocess.run(
+        [
+            "docker",
+            "exec",
+            f"{PROJECT}_postgres_1",
+            "psql",
+            "-U",
+            "kernelhub",
+            "-d",
+            "kernelhub",
+            "-Atc",
+            "select tablename from pg_tables where tablename like 'quota_%' order by 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "quota_usage" in tables.stdout.split(), tables.stdout + tables.stderr
