@@ -298,7 +298,8 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
         c.QuotaGate.db_url = db_url  # spawns are checked against the daemon's store
     bind = urlparse(c.JupyterHub.bind_url)
     public = f"http://127.0.0.1:{bind.port or 80}" if bind.hostname in ("0.0.0.0", "::") else None
-    command = [sys.executable, "-m", "kernelhub.quotas.service", "--db-url", db_url]
+    # the URL may hold a database password: the environment, never the logged command
+    command = [sys.executable, "-m", "kernelhub.quotas.service"]
     command += ["--public-url", public or c.JupyterHub.bind_url.rstrip("/")]
     command += os.environ.get("KERNELHUB_QUOTA_ARGS", "").split()
     services.append(
@@ -307,7 +308,7 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
             "command": command,
             "url": f"http://127.0.0.1:{port}",
             "display": False,
-            "environment": {"PYTHONUNBUFFERED": "1"},
+            "environment": {"PYTHONUNBUFFERED": "1", "KERNELHUB_QUOTA_DB_URL": db_url},
         }
     )
     c.JupyterHub.services = services

@@ -231,7 +231,10 @@ def test_a_hub_restart_leaves_runtimes_running_and_reachable(
 def test_the_hub_database_can_be_postgresql(
     hub_factory: Callable[..., HubProcess], postgres_url: str
 ) -> None:
-    hub = hub_factory(name="postgres", db_url=postgres_url)
+    # the quota daemon keeps its store there too; the URL (a password, in production)
+    # travels in its environment and never reaches the log
+    quota_env = {"KERNELHUB_QUOTA_DB_URL": postgres_url}
+    hub = hub_factory(name="postgres", db_url=postgres_url, env=quota_env)
     token = hub.token("frank")
     with hub.api(token) as api:
         start_runtime(api, "frank")
@@ -242,3 +245,5 @@ def test_the_hub_database_can_be_postgresql(
         assert api.get("users/frank").json()["servers"][""]["ready"] is True
     assert not (hub.data_dir / "jupyterhub.sqlite").exists()
     assert "PostgresqlImpl" in hub.log()
+    assert "GPU sampling is off" in hub.log(), "the quota daemon ran"
+    assert postgres_url not in hub.log()
