@@ -1,0 +1,27 @@
+"""kernelhub-snippets: the notebook's code-snippet library, served by a Jupyter server
+extension (enabled on install through etc/jupyter/jupyter_server_config.d)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jupyter_server.serverapp import ServerApp
+
+__version__ = "0.1.0"
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    return [{"module": "kernelhub_snippets"}]
+
+
+def _load_jupyter_server_extension(serverapp: ServerApp) -> None:
+    # imported here so that `import kernelhub_snippets` (the check CLI, the tests'
+    # parsing) does not pull in the whole server
+    from kernelhub_snippets.handlers import load_extension
+
+    load_extension(serverapp)
+
+
+# the name jupyter_server 1.x looked for; kept so older servers load it too
+load_jupyter_server_extension = _load_jupyter_server_extension
