@@ -61,6 +61,16 @@ API_URL = "http://127.0.0.1:8081/hub/api"  # only compared with the runtimes' en
 TARGET_CORE_SHARE = 0.01  # of one core, at one cycle per second
 FIRST_PID = 100_000
 ACCOUNT_PERIOD_DEFAULT = 60.0  # kernelhub-quotad --account-period's default
+# mean CPU ms per cycle before the scanner, detector and daemon kept state between
+# cycles (same defaults, same machine class): the "before" column
+BEFORE_MS = {
+    "every cycle, one transaction (batch)": 64.08,
+    "every cycle, one transaction per runtime": 293.94,
+    "account period 60 s (default), batch": 51.17,
+    "every cycle, batch, + mining detector": 113.10,
+    "every cycle, per runtime, + mining detector": 283.61,
+    "account period 60 s, batch, + detector": 115.70,
+}
 
 
 class FakeHub:
@@ -248,11 +258,13 @@ async def run(args: argparse.Namespace) -> list[str]:
         f"{RUNTIMES} runtimes x {args.processes} processes (fake /proc), SQLite store; "
         f"{args.cycles} cycles at 1/s after {args.warmup} warm-up; CPU time of this process",
         "",
-        f"{'case':<{width}}  {'p50 ms':>8}  {'p95 ms':>8}  {'mean ms':>8}  {'core @1/s':>9}",
+        f"{'case':<{width}}  {'p50 ms':>8}  {'p95 ms':>8}  {'mean ms':>8}  {'core @1/s':>9}"
+        f"  {'before ms':>9}",
     ]
     for label, p50, p95, mean in rows:
         share = mean / 1000  # CPU seconds per second at one cycle per second
-        out.append(f"{label:<{width}}  {p50:8.2f}  {p95:8.2f}  {mean:8.2f}  {share:9.2%}")
+        before = f"{BEFORE_MS[label]:9.2f}" if label in BEFORE_MS else f"{'':9}"
+        out.append(f"{label:<{width}}  {p50:8.2f}  {p95:8.2f}  {mean:8.2f}  {share:9.2%}  {before}")
     means = {r[0]: r[3] for r in rows}
     ratio = means[cases[1][0]] / means[cases[0][0]]
     ratio_detector = means[cases[4][0]] / means[cases[3][0]]

@@ -1,11 +1,10 @@
 """The quota daemon's cycle: sample, account, judge, enforce.
 
 Each cycle reads the hub's running servers, the GPUs and the host's processes,
-accounts each runtime's interval in the store (idempotently: the store's cursor
-per runtime means a restarted daemon neither loses the interval it was writing
-nor counts it twice), then applies the session-age and idle rules: a warning
-first where the rule gives one, then a stop through the hub's REST API. The
-daemon only ever stops servers: the user's drive is never touched.
+accounts each runtime's interval in the store (idempotently, by a cursor per
+runtime), then applies the session-age and idle rules: a warning first where the
+rule gives one, then a stop through the hub's REST API (servers only: the user's
+drive is never touched).
 
 Blocking work (``/proc``, the store, Docker) runs through ``run_blocking``.
 """
@@ -28,9 +27,16 @@ from kernelhub.quotas.hub_api import HubApi, HubApiError, ServerInfo
 from kernelhub.quotas.metrics import QuotaMetrics
 from kernelhub.quotas.policy import Limits, Rule, Verdict, effective_limits, idle_verdict
 from kernelhub.quotas.policy import session_verdict as session_rule
-from kernelhub.quotas.runtimes import ProcessScanner, Runtime, RuntimeUsage, observation
+from kernelhub.quotas.runtimes import (
+    ProcessScanner,
+    Runtime,
+    RuntimeUsage,
+    gpu_positions,
+    observation,
+    session_young,
+)
 from kernelhub.quotas.store import QuotaStore, RuleSet
-from kernelhub.quotas.telemetry import GpuSample, GpuTelemetry, TelemetryError, TelemetrySample
+from kernelhub.quotas.telemetry import GpuTelemetry, TelemetryError, TelemetrySample
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ class _Track:
     cpu_total: float | None = None  # cumulative CPU seconds at the last cycle
     cpu_pending: float = 0.0  # CPU seconds since last_time, not yet written
     util_seconds: float = 0.0  # GPU utilization x seconds since last_time
+    # (time, GPU util), each above all later ones: the max since t is the first at/after t
     gpu_utils: deque[tuple[datetime, float]] = field(default_factory=deque)
     warned: set[str] = field(default_factory=set)
     stopping: bool = False
@@ -101,7 +108,8 @@ class QuotaDaemon:
         if detector is not None:
             self.observers.append(self._detect)
         self._tracks: dict[str, _Track] = {}
-        self._pid_sets: dict[int, tuple[GpuSample, frozenset[int]]] = {}
+        self._pid_gpus: tuple[Any, dict[int, list[int]]] = (None, {})  # per sample
+        self._limits: tuple[Any, dict[tuple[str, tuple[str, ...]], Limits]] = (None, {})
         self._report: CycleReport | None = None  # the cycle in progress
 
     # --- the loop ---
@@ -147,12 +155,21 @@ class QuotaDaemon:
         for runtime in runtimes:
             for observer in self.observers:
                 await observer(runtime, self._observation(runtime, now))
-            limits = _limits(rules, runtime.server, self.default_limits)
+            limits = self._limits_of(rules, runtime.server)
             await self._judge(runtime, limits, now, report)
         report.runtimes = len(runtimes)
         self.metrics.runtimes.set(len(runtimes))
         self.metrics.cycle_seconds.observe(asyncio.get_running_loop().time() - started_at)
         return report
+
+    def _limits_of(self, rules: list[Rule], server: ServerInfo) -> Limits:
+        """``_limits``, computed once per rule set and (user, groups)."""
+        if self._limits[0] is not rules:
+            self._limits = (rules, {})
+        key, cache = (server.user, server.groups), self._limits[1]
+        if key not in cache:
+            cache[key] = _limits(rules, server, self.default_limits)
+        return cache[key]
 
     async def _current_rules(self) -> list[Rule]:
         now = self.clock.now()
@@ -160,13 +177,10 @@ class QuotaDaemon:
             self._rules = (now, await run_blocking(self.store.rules))
         return self._rules[1]
 
-    def _gpu_pids(self, gpu: GpuSample) -> frozenset[int]:
-        """The PIDs computing on ``gpu``, built once per sample and GPU."""
-        cached = self._pid_sets.get(gpu.index)
-        if cached is None or cached[0] is not gpu:
-            cached = (gpu, frozenset(p.pid for p in gpu.processes))
-            self._pid_sets[gpu.index] = cached
-        return cached[1]
+    def _gpus_of_pids(self, sample: TelemetrySample) -> dict[int, list[int]]:
+        if self._pid_gpus[0] is not sample:  # once per sample
+            self._pid_gpus = (sample, gpu_positions(sample.gpus))
+        return self._pid_gpus[1]
 
     async def _sample(self) -> TelemetrySample:
         try:
@@ -182,15 +196,16 @@ class QuotaDaemon:
         owner = usage.owner if usage else None
         kind = server.runtime_type or (owner.runtime_type if owner else "") or DEFAULT_RUNTIME_TYPE
         # its GPUs: those assigned to it, and any GPU one of its processes computes on
-        assigned = set(owner.gpus) if owner else set()
-        pids = set(usage.pids) if usage else set()
-        gpus = tuple(
-            g
-            for g in sample.gpus
-            if str(g.index) in assigned
-            or g.uuid in assigned
-            or not pids.isdisjoint(self._gpu_pids(g))
-        )
+        index = self._gpus_of_pids(sample)
+        positions = {i for pid in usage.pids for i in index.get(pid, ())} if usage else set()
+        if owner and owner.gpus:
+            assigned = set(owner.gpus)
+            positions.update(
+                i
+                for i, g in enumerate(sample.gpus)
+                if str(g.index) in assigned or g.uuid in assigned
+            )
+        gpus = tuple(sample.gpus[i] for i in sorted(positions))
         return Runtime(server, kind, gpus, usage)
 
     async def _first_sight(self, runtime: Runtime) -> None:
@@ -213,12 +228,10 @@ class QuotaDaemon:
     async def _account(self, runtimes: list[Runtime], now: datetime, report: CycleReport) -> None:
         """Add this cycle to each runtime's pending interval; write those due, together.
 
-        One write per ``account_period`` (not per cycle) keeps the store's cost flat
-        at short intervals, and one transaction for all due runtimes (not one each)
-        keeps it flat in the number of runtimes. A kill -9 loses no GPU-seconds even
-        so: the restarted daemon accounts from the store's cursors, and only the
-        utilization detail of the unwritten part is replaced by the first sample
-        after the restart.
+        One write per ``account_period`` and one transaction for all due runtimes keep
+        the store's cost flat in the interval and the number of runtimes. A kill -9
+        loses no GPU-seconds: the restarted daemon accounts from the store's cursors
+        (only the unwritten part's utilization detail is replaced by the next sample).
         """
         due = [(r, i) for r in runtimes if (i := self._pending(r, now)) is not None]
         if not due:
@@ -244,7 +257,10 @@ class QuotaDaemon:
             track.last_cycle = track.last_time
         util = runtime.gpu_util
         if util is not None:
-            track.gpu_utils.append((now, util))
+            utils = track.gpu_utils
+            while utils and utils[-1][1] <= util:
+                utils.pop()  # never again the max of a window that holds this sample
+            utils.append((now, util))
         cpu_now = runtime.usage.cpu_seconds if runtime.usage else None
         if cpu_now is not None and track.cpu_total is not None:
             track.cpu_pending += max(0.0, cpu_now - track.cpu_total)  # exits can lower the sum
@@ -279,8 +295,9 @@ class QuotaDaemon:
         if track.stopping or runtime.server.pending == "stop":
             return
         verdicts: list[Verdict] = []
-        if runtime.server.started is not None:
-            verdict = session_rule(limits, runtime.runtime_type, runtime.server.started, now)
+        started, hours = runtime.server.started, limits.session_hours(runtime.runtime_type)
+        if started is not None and not session_young(started, hours, now):
+            verdict = session_rule(limits, runtime.runtime_type, started, now)
             if verdict is not None:
                 verdicts.append(verdict)
         verdict = self._idle(runtime, track, limits, now)
@@ -310,8 +327,8 @@ class QuotaDaemon:
         window = timedelta(minutes=limits.idle_minutes or 0)
         while track.gpu_utils and track.gpu_utils[0][0] < now - window:
             track.gpu_utils.popleft()
-        recent = [u for t, u in track.gpu_utils if t >= last]
-        gpu_recent = max(recent, default=0.0) if runtime.gpus else None
+        recent = next((u for t, u in track.gpu_utils if t >= last), 0.0)
+        gpu_recent = recent if runtime.gpus else None
         busy = runtime.kernels.busy if runtime.kernels is not None else False
         return idle_verdict(limits, last, gpu_recent, busy, now)
 

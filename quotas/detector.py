@@ -14,17 +14,33 @@ CPU (0.4 + 0.5) is also a training job started with nohup, so it stays under.
 
 from __future__ import annotations
 
-import os
-import re
-import tomllib
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from importlib import resources
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from kernelhub.quotas.signatures import (  # re-exported: their home was this module
+    SIGNATURES_FILE as SIGNATURES_FILE,
+)
+from kernelhub.quotas.signatures import (
+    CmdlinePattern as CmdlinePattern,
+)
+from kernelhub.quotas.signatures import (
+    ProcessInfo as ProcessInfo,
+)
+from kernelhub.quotas.signatures import (
+    SignatureError as SignatureError,
+)
+from kernelhub.quotas.signatures import (
+    Signatures as Signatures,
+)
+from kernelhub.quotas.signatures import (
+    load_signatures as load_signatures,
+)
+from kernelhub.quotas.signatures import (
+    parse_signatures as parse_signatures,
+)
 from kernelhub.quotas.telemetry import GpuSample
 
 Verdict = Literal["mining-like", "clean", "insufficient-data"]
@@ -34,15 +50,6 @@ NO_KERNEL_ACTIVITY = "no_kernel_activity"
 MINER_PROCESS = "miner_process"
 POOL_PORT = "pool_port"
 CPU_SATURATED_OUTSIDE_KERNEL = "cpu_saturated_outside_kernel"
-SIGNATURES_FILE = "mining_signatures.toml"
-
-
-class ProcessInfo(NamedTuple):
-    """A process of the runtime's container or process tree; cmdline is argv joined by spaces."""
-
-    pid: int
-    name: str
-    cmdline: str
 
 
 class Endpoint(NamedTuple):
@@ -72,107 +79,6 @@ class RuntimeObservation:
     cpu_cores: float = 1.0
     kernel_busy: bool = False
     last_kernel_activity: float | None = None
-
-
-class SignatureError(ValueError):
-    """The signature file is malformed; the message names the file and the key."""
-
-
-class CmdlinePattern(NamedTuple):
-    regex: re.Pattern[str]
-    weight: float
-    meaning: str
-
-
-@dataclass(frozen=True)
-class Signatures:
-    """Process names (lower case) by category, command-line patterns, pool ports."""
-
-    names: Mapping[str, str]
-    name_weight: float
-    cmdline: tuple[CmdlinePattern, ...]
-    pool_ports: frozenset[int]
-    port_weight: float
-    source: str = SIGNATURES_FILE
-    _name_re: re.Pattern[str] = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # Longest names first so "xmrig-cuda" wins over "xmrig"; a version or build
-        # suffix is tolerated ("lolMiner_v1.88", "hashcat.bin"), other text is not.
-        alternatives = "|".join(re.escape(n) for n in sorted(self.names, key=len, reverse=True))
-        suffix = r"(?:[-_.]?v?\d[\w.-]*)?(?:\.(?:exe|bin))?"
-        pattern = rf"(?P<name>{alternatives}){suffix}" if self.names else r"(?!)"
-        object.__setattr__(self, "_name_re", re.compile(pattern, re.I))
-
-    def match_process(self, process: ProcessInfo) -> list[tuple[str, float]]:
-        """(why, weight) for each signature the process matches."""
-        hits: list[tuple[str, float]] = []
-        argv0 = os.path.basename((process.cmdline.split() or [""])[0])
-        for candidate in dict.fromkeys(c for c in (process.name, argv0) if c):
-            if found := self._name_re.fullmatch(candidate):
-                category = self.names[found.group("name").lower()]
-                hits.append((f"name {candidate!r} is a known {category}", self.name_weight))
-        for p in self.cmdline:
-            if found := p.regex.search(process.cmdline):
-                hits.append((f"cmdline has {p.meaning} ({found.group(0).strip()!r})", p.weight))
-        return hits
-
-
-def parse_signatures(text: str, source: str = SIGNATURES_FILE) -> Signatures:
-    """Signatures from TOML text; SignatureError names ``source`` and the bad key."""
-
-    def check(ok: bool, where: str, problem: str) -> None:
-        if not ok:
-            raise SignatureError(f"{source}: {where}: {problem}")
-
-    def weight(table: dict[str, Any], where: str) -> float:
-        value: Any = table.get("weight")
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1
-        check(ok, f"{where}.weight", f"expected a number in (0, 1], got {value!r}")
-        return float(value)
-
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SignatureError(f"{source}: not valid TOML ({e})") from None
-    check(data.get("version") == 1, "version", f"expected 1, got {data.get('version')!r}")
-    for key in ("process_names", "pool_ports"):
-        check(isinstance(data.get(key), dict), f"[{key}]", "missing, or not a table")
-    categories, where = data["process_names"].get("categories"), "[process_names.categories]"
-    check(isinstance(categories, dict) and bool(categories), where, "expected category = [names]")
-    names: dict[str, str] = {}
-    for category, members in categories.items():
-        ok = isinstance(members, list) and all(isinstance(m, str) and m for m in members)
-        check(ok, f"{where}.{category}", f"expected a list of names, got {members!r}")
-        names.update((m.lower(), category) for m in members)
-    entries = data.get("cmdline", [])
-    check(isinstance(entries, list), "[[cmdline]]", "expected an array of tables")
-    cmdline = []
-    for i, entry in enumerate(entries):
-        where = f"[[cmdline]] #{i + 1}"
-        ok = isinstance(entry, dict) and isinstance(entry.get("pattern"), str)
-        check(ok, f"{where}.pattern", "missing, or not a string")
-        try:
-            regex = re.compile(entry["pattern"], re.I)
-        except re.error as e:
-            raise SignatureError(f"{source}: {where}.pattern: not a valid regex ({e})") from None
-        meaning = entry.get("meaning")
-        check(isinstance(meaning, str) and bool(meaning), f"{where}.meaning", "missing")
-        cmdline.append(CmdlinePattern(regex, weight(entry, where), meaning))
-    ports = data["pool_ports"].get("ports")
-    ok = isinstance(ports, list) and all(type(p) is int and 0 < p < 65536 for p in ports)
-    check(ok, "[pool_ports].ports", f"expected a list of TCP ports 1-65535, got {ports!r}")
-    name_weight = weight(data["process_names"], "[process_names]")
-    port_weight = weight(data["pool_ports"], "[pool_ports]")
-    return Signatures(names, name_weight, tuple(cmdline), frozenset(ports), port_weight, source)
-
-
-def load_signatures(path: str | os.PathLike[str] | None = None) -> Signatures:
-    """Read and parse a signature file; by default the one shipped beside this module."""
-    if path is None:
-        resource = resources.files("kernelhub.quotas").joinpath(SIGNATURES_FILE)
-        return parse_signatures(resource.read_text(encoding="utf-8"), SIGNATURES_FILE)
-    return parse_signatures(Path(path).read_text(encoding="utf-8"), os.fspath(path))
 
 
 @dataclass(frozen=True)
@@ -257,6 +163,35 @@ class _Tick(NamedTuple):
     obs: RuntimeObservation
     process_hits: tuple[tuple[ProcessInfo, tuple[tuple[str, float], ...]], ...]
     pool_hits: tuple[Endpoint, ...]
+    cpu_outside: bool  # CPU saturated while no kernel executed
+
+
+class _Window:
+    """A runtime's ticks and running counts over them, so that a tick whose signals
+    cannot fire costs no pass over the window (the full pass runs only when one can)."""
+
+    def __init__(self) -> None:
+        self.ticks: deque[_Tick] = deque()
+        self.hits = self.pools = self.busy = self.cpu = 0  # ticks with each
+        self.sm: dict[str, deque[float]] = {}  # GPU uuid -> its SM % samples (None: 0)
+        self.saturated: dict[str, int] = {}  # GPU uuid -> samples at >= sm_saturated_pct
+
+    def add(self, tick: _Tick, sign: int, sm_saturated_pct: float) -> None:
+        """Count ``tick`` in (``sign`` 1, after appending it) or out (-1, after popping)."""
+        self.hits += sign * bool(tick.process_hits)
+        self.pools += sign * bool(tick.pool_hits)
+        self.busy += sign * tick.obs.kernel_busy
+        self.cpu += sign * tick.cpu_outside
+        for gpu in tick.obs.gpus:
+            sm = gpu.sm_util or 0
+            if sign > 0:
+                self.sm.setdefault(gpu.uuid, deque()).append(sm)
+            else:
+                self.sm[gpu.uuid].popleft()
+            count = self.saturated.get(gpu.uuid, 0) + sign * (sm >= sm_saturated_pct)
+            self.saturated[gpu.uuid] = count
+            if not self.sm[gpu.uuid]:
+                del self.sm[gpu.uuid], self.saturated[gpu.uuid]
 
 
 class MiningDetector:
@@ -267,7 +202,8 @@ class MiningDetector:
     ) -> None:
         self.config = config or DetectorConfig()
         self.signatures = signatures or load_signatures()
-        self._windows: dict[str, deque[_Tick]] = {}
+        self._windows: dict[str, _Window] = {}
+        self._matches: dict[ProcessInfo, tuple[tuple[str, float], ...]] = {}
 
     def forget(self, runtime: str) -> None:
         """Drop a runtime's window (it stopped, or was stopped)."""
@@ -276,25 +212,39 @@ class MiningDetector:
     def observe(self, obs: RuntimeObservation) -> Decision:
         """Add one observation to its runtime's window and decide on the window."""
         cfg = self.config
-        ticks = self._windows.setdefault(obs.runtime, deque())
+        window = self._windows.setdefault(obs.runtime, _Window())
+        ticks = window.ticks
         if ticks and obs.time < ticks[-1].obs.time:
             raise ValueError(f"runtime {obs.runtime!r}: time went back to {obs.time}")
-        # Signatures are matched once per observation, not once per decision.
-        match = self.signatures.match_process
-        hits = tuple((p, tuple(h)) for p in obs.processes if (h := match(p)))
+        # Signatures are matched once per process (not per observation or decision).
+        if len(self._matches) > 100_000:
+            self._matches.clear()
+        hits = tuple((p, h) for p in obs.processes if (h := self._match(p)))
         pool = tuple(e for e in obs.connections if e.port in self.signatures.pool_ports)
-        ticks.append(_Tick(obs, hits, pool))
+        per_core = (obs.cpu_fraction or 0.0) / max(obs.cpu_cores, 1e-9)
+        outside = obs.cpu_fraction is not None and not obs.kernel_busy
+        ticks.append(_Tick(obs, hits, pool, outside and per_core >= cfg.cpu_saturated))
+        window.add(ticks[-1], 1, cfg.sm_saturated_pct)
         while ticks[0].obs.time < obs.time - cfg.window_s:
-            ticks.popleft()
-        start = ticks[0].obs.time
-        full = obs.time - start >= cfg.window_s * cfg.coverage and len(ticks) >= cfg.min_samples
-        found = [self._miner_process(ticks), self._pool_port(ticks)]
+            window.add(ticks.popleft(), -1, cfg.sm_saturated_pct)
+        start, n = ticks[0].obs.time, len(ticks)
+        full = obs.time - start >= cfg.window_s * cfg.coverage and n >= cfg.min_samples
+        found = [
+            self._miner_process(ticks) if window.hits else None,
+            self._pool_port(ticks) if window.pools else None,
+        ]
         if full:
-            by_gpu: dict[str, list[GpuSample]] = {}
-            for gpu in (g for t in ticks for g in t.obs.gpus):
-                by_gpu.setdefault(gpu.uuid, []).append(gpu)
-            found += [self._gpu_flat(by_gpu, len(ticks)), self._no_kernel(by_gpu, ticks)]
-            found.append(self._cpu_outside(ticks))
+            if any(c / n >= cfg.saturated_share for c in window.saturated.values()):
+                by_gpu: dict[str, list[GpuSample]] = {}
+                for gpu in (g for t in ticks for g in t.obs.gpus):
+                    by_gpu.setdefault(gpu.uuid, []).append(gpu)
+                found.append(self._gpu_flat(by_gpu, n))
+            # the busiest GPU's mean over the whole window (a missing sample counts as idle)
+            mean_sm = max((sum(sm) for sm in window.sm.values()), default=0) / n
+            found.append(None if window.busy else self._no_kernel(mean_sm, ticks))
+            found.append(
+                self._cpu_outside(ticks) if window.cpu / n >= cfg.cpu_outside_share else None
+            )
         signals = tuple(s for s in found if s is not None)
         score = round(sum(s.weight for s in signals), 3)  # 0.6 + 0.4 must reach 1.0
         verdict: Verdict = "clean" if full else "insufficient-data"
@@ -361,14 +311,17 @@ class MiningDetector:
         thresholds = {k: getattr(cfg, k) for k in keys}
         return Signal(GPU_SATURATED_FLAT, cfg.gpu_saturated_flat_weight, summary, best, thresholds)
 
-    def _no_kernel(self, by_gpu: dict[str, list[GpuSample]], ticks: deque[_Tick]) -> Signal | None:
+    def _match(self, process: ProcessInfo) -> tuple[tuple[str, float], ...]:
+        hits = self._matches.get(process)
+        if hits is None:
+            hits = self._matches[process] = tuple(self.signatures.match_process(process))
+        return hits
+
+    def _no_kernel(self, mean_sm: float, ticks: deque[_Tick]) -> Signal | None:
         cfg = self.config
-        # the busiest GPU's mean over the whole window (a missing sample counts as idle)
-        mean_sm = max((sum(g.sm_util or 0 for g in gpus) for gpus in by_gpu.values()), default=0)
-        mean_sm /= len(ticks)
         last = ticks[-1].obs.last_kernel_activity
         recent = last is not None and last >= ticks[0].obs.time
-        if mean_sm < cfg.gpu_busy_pct or recent or any(t.obs.kernel_busy for t in ticks):
+        if mean_sm < cfg.gpu_busy_pct or recent:  # the caller checked no kernel was busy
             return None
         summary = (
             f"GPU busy (mean SM {mean_sm:.1f} % >= {cfg.gpu_busy_pct:g} %) while no notebook "

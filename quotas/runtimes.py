@@ -17,23 +17,33 @@ busy host costs one ``listdir`` plus one small read per runtime process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
+import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
+from kernelhub.quotas.policy import SESSION_WARNING
+from kernelhub.quotas.procfs import read_bytes as _read_bytes
+from kernelhub.quotas.procfs import read_text as _read
+from kernelhub.quotas.procfs import readlink as _readlink
+from kernelhub.quotas.procfs import tcp_table as _tcp_table
 from kernelhub.quotas.telemetry import GpuSample
 
 LABEL_PREFIX = "org.kernelhub"
 CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
-TCP_ESTABLISHED = "01"
 # unclassified PIDs are re-checked this often (cycles): a PID may be reused
 RECHECK_CYCLES = 120
+# TCP tables are re-read this often (cycles), and whenever a runtime's processes change:
+# the mining detector judges connections over minutes
+CONNECTIONS_EVERY = 5
+MAX_STAT_FDS = 4096  # open stat descriptors kept (a quarter of RLIMIT_NOFILE at most)
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,7 @@ class _Proc:
     name: str = ""
     cmdline: str = ""
     seen_cycle: int = 0
+    netns: str = ""  # its network namespace, as /proc/<pid>/ns/net links it
 
 
 LabelLookup = Callable[[str], "dict[str, str] | None"]
@@ -85,8 +96,15 @@ class ProcessScanner:
         proc: str | os.PathLike[str] = "/proc",
         container_labels: LabelLookup | None = None,
         connections: bool = True,
+        connections_every: int = CONNECTIONS_EVERY,
     ) -> None:
         self.proc = Path(proc)
+        self._root = os.fspath(proc)
+        self._fds: dict[int, int] = {}  # pid -> open /proc/<pid>/stat of runtime processes
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self._max_fds = MAX_STAT_FDS if soft < 0 else min(MAX_STAT_FDS, soft // 4)
+        self.connections_every = connections_every
+        self._conns: dict[str, tuple[tuple[int, ...], list[tuple[str, int]]]] = {}
         self.hub_api_url = hub_api_url.rstrip("/") if hub_api_url else None
         self._labels = container_labels or docker_labels
         self._label_cache: dict[str, Owner | None] = {}
@@ -95,63 +113,91 @@ class ProcessScanner:
         self.connections = connections
         self._tick = os.sysconf("SC_CLK_TCK")
         self._page = os.sysconf("SC_PAGE_SIZE")
-        self._host_netns = _readlink(self.proc / "self" / "ns" / "net")
+        self._host_netns = _readlink(f"{self._root}/self/ns/net")
         # a daemon that itself runs in a container sees its own id in every local process
-        own = CONTAINER_ID.search(_read(self.proc / "self" / "cgroup"))
+        own = CONTAINER_ID.search(_read(f"{self._root}/self/cgroup"))
         self._own_container = own.group(0) if own else None
 
     def scan(self) -> dict[str, RuntimeUsage]:
         """Every runtime found, by ``user/server``."""
         self._cycle += 1
-        stats: dict[int, list[str]] = {}
-        for entry in os.listdir(self.proc):
+        stats: dict[int, list[bytes]] = {}
+        starts: dict[int, int] = {}
+        for entry in os.listdir(self._root):
             if entry.isdigit():
-                fields = self._stat(int(entry))
+                pid = int(entry)
+                fields = self._stat(pid)
                 if fields is not None:
-                    stats[int(entry)] = fields
+                    stats[pid] = fields
+                    starts[pid] = int(fields[19])
         for pid in [pid for pid in self._procs if pid not in stats]:
-            del self._procs[pid]
+            self._drop(pid)
         found: dict[str, RuntimeUsage] = {}
+        tick, page = self._tick, self._page
         # parents before children (PIDs mostly grow), so a child can inherit its parent
-        for pid in sorted(stats, key=lambda p: int(stats[p][19])):
+        for pid in sorted(starts, key=starts.__getitem__):
             fields = stats[pid]
-            owner = self._classify(pid, fields, stats)
-            if owner is None:
-                continue
-            usage = found.setdefault(owner.key, RuntimeUsage(owner))
-            known = self._procs[pid]
+            known = self._procs.get(pid)
+            if known is None or known.start != starts[pid] or known.owner is None:
+                owner = self._classify(pid, fields, starts[pid])
+                if owner is None:
+                    continue
+                known = self._procs[pid]
+            owner = known.owner
+            assert owner is not None
+            usage = found.get(owner.key)
+            if usage is None:
+                usage = found[owner.key] = RuntimeUsage(owner)
             usage.pids.append(pid)
             # utime stime cutime cstime: reaped children count in their parent
-            ticks = sum(int(f) for f in fields[11:15])
-            usage.cpu_seconds += ticks / self._tick
-            usage.rss_bytes += int(fields[21]) * self._page
+            ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+            usage.cpu_seconds += ticks / tick
+            usage.rss_bytes += int(fields[21]) * page
             usage.processes.append((pid, known.name, known.cmdline))
         if self.connections:
-            for usage in found.values():
-                usage.connections = self._connections(usage.pids)
+            self._all_connections(found)
         return found
+
+    def close(self) -> None:
+        """Close the cached ``stat`` file descriptors."""
+        for pid in list(self._fds):
+            os.close(self._fds.pop(pid))
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown
+            self.close()
+
+    def _drop(self, pid: int) -> None:
+        del self._procs[pid]
+        fd = self._fds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
 
     # --- classification ---
 
-    def _classify(self, pid: int, fields: list[str], stats: dict[int, list[str]]) -> Owner | None:
-        start = int(fields[19])
+    def _classify(self, pid: int, fields: list[bytes], start: int) -> Owner | None:
         known = self._procs.get(pid)
         fresh = known is not None and self._cycle - known.seen_cycle < RECHECK_CYCLES
         if known is not None and known.start == start and (known.owner is not None or fresh):
             return known.owner
         owner = self._owner_of(pid, int(fields[1]))
-        name = fields[0]
-        cmdline = ""
+        name = fields[0].decode(errors="replace")
+        cmdline, netns = "", ""
+        base = f"{self._root}/{pid}"
         if owner is not None:
-            cmdline = _read(self.proc / str(pid) / "cmdline").replace("\0", " ").strip()
-        self._procs[pid] = _Proc(start, owner, name, cmdline, self._cycle)
+            cmdline = _read(base + "/cmdline").replace("\0", " ").strip()
+            netns = _readlink(base + "/ns/net")
+            if pid not in self._fds and len(self._fds) < self._max_fds:
+                with contextlib.suppress(OSError):  # its stat, each cycle: one open fd
+                    self._fds[pid] = os.open(base + "/stat", os.O_RDONLY | os.O_CLOEXEC)
+        self._procs[pid] = _Proc(start, owner, name, cmdline, self._cycle, netns)
         return owner
 
     def _owner_of(self, pid: int, ppid: int) -> Owner | None:
         parent = self._procs.get(ppid)
         if parent is not None and parent.owner is not None:
             return parent.owner  # the local runtime's process tree (a kernel, a terminal)
-        match = CONTAINER_ID.search(_read(self.proc / str(pid) / "cgroup"))
+        match = CONTAINER_ID.search(_read(f"{self._root}/{pid}/cgroup"))
         if match is not None and match.group(0) != self._own_container:
             container = match.group(0)
             if container not in self._label_cache:
@@ -162,7 +208,7 @@ class ProcessScanner:
         return self._local_owner(pid)
 
     def _local_owner(self, pid: int) -> Owner | None:
-        raw = _read(self.proc / str(pid) / "environ")  # others' processes: unreadable, ""
+        raw = _read(f"{self._root}/{pid}/environ")  # others' processes: unreadable, ""
         if "JUPYTERHUB_USER=" not in raw:
             return None
         env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
@@ -180,67 +226,76 @@ class ProcessScanner:
 
     # --- measurements ---
 
-    def _stat(self, pid: int) -> list[str] | None:
+    def _stat(self, pid: int) -> list[bytes] | None:
         """Fields of /proc/<pid>/stat from ``comm`` on: [0] comm, [1] ppid, [11:15] times,
         [19] start time, [21] RSS pages (indexes are the man page's minus 2)."""
-        text = _read(self.proc / str(pid) / "stat")
-        if not text:
+        fd = self._fds.get(pid)
+        if fd is None:
+            raw = _read_bytes(f"{self._root}/{pid}/stat")
+        else:
+            try:  # a descriptor of an exited process answers ESRCH, even if its PID is reused
+                raw = os.pread(fd, 4096, 0)
+            except OSError:
+                raw = b""
+            if not raw:
+                os.close(self._fds.pop(pid))
+        if not raw:
             return None
-        head, sep, tail = text.rpartition(")")  # comm may hold spaces and parentheses
+        head, sep, tail = raw.rpartition(b")")  # comm may hold spaces and parentheses
         if not sep:
             return None
         rest = tail.split()
         if len(rest) < 22:
             return None
-        return [head.partition("(")[2], *rest[1:]]
+        rest[0] = head.partition(b"(")[2]
+        return rest
 
-    def _connections(self, pids: list[int]) -> list[tuple[str, int]]:
+    def _all_connections(self, found: dict[str, RuntimeUsage]) -> None:
+        """Each runtime's connections: re-read every ``connections_every`` cycles, when its
+        processes change, and each network namespace's TCP table once per reading."""
+        refresh = self.connections_every <= 1 or self._cycle % self.connections_every == 1
+        tables: dict[str, dict[str, tuple[str, int]]] = {}
+        previous, self._conns = self._conns, {}
+        for key, usage in found.items():
+            pids = tuple(usage.pids)
+            known = previous.get(key)
+            if known is not None and not refresh and known[0] == pids:
+                usage.connections = known[1]
+            else:
+                usage.connections = self._connections(usage.pids, tables)
+            self._conns[key] = (pids, usage.connections)
+
+    def _connections(
+        self, pids: list[int], tables: dict[str, dict[str, tuple[str, int]]]
+    ) -> list[tuple[str, int]]:
         """Remote ends of the runtime's established TCP connections."""
         if not pids:
             return []
-        base = self.proc / str(pids[0])
-        table = _tcp_table(base / "net" / "tcp") | _tcp_table(base / "net" / "tcp6")
-        if _readlink(base / "ns" / "net") != self._host_netns:
+        base = f"{self._root}/{pids[0]}"
+        proc = self._procs.get(pids[0])
+        netns = proc.netns if proc is not None else _readlink(base + "/ns/net")
+        table = tables.get(netns) if netns else None
+        if table is None:  # one TCP table per network namespace
+            table = _tcp_table(base + "/net/tcp") | _tcp_table(base + "/net/tcp6")
+            if netns:
+                tables[netns] = table
+        if netns != self._host_netns:
             return sorted(set(table.values()))  # its own network namespace: all are its own
         # the host's namespace: keep the sockets the runtime's processes hold
         mine: set[tuple[str, int]] = set()
         for pid in pids:
-            fd_dir = self.proc / str(pid) / "fd"
+            fd_dir = f"{self._root}/{pid}/fd"
             try:
                 fds = os.listdir(fd_dir)
             except OSError:
                 continue
             for fd in fds:
-                link = _readlink(fd_dir / fd)
+                link = _readlink(f"{fd_dir}/{fd}")
                 if link.startswith("socket:["):
                     remote = table.get(link[8:-1])
                     if remote is not None:
                         mine.add(remote)
         return sorted(mine)
-
-
-def _tcp_table(path: Path) -> dict[str, tuple[str, int]]:
-    """socket inode → remote (ip, port) of established connections in a /proc/net/tcp file."""
-    table: dict[str, tuple[str, int]] = {}
-    for line in _read(path).splitlines()[1:]:
-        parts = line.split()
-        if len(parts) < 10 or parts[3] != TCP_ESTABLISHED:
-            continue
-        address, _, port = parts[2].partition(":")
-        table[parts[9]] = (_ip(address), int(port, 16))
-    return table
-
-
-def _ip(hex_address: str) -> str:
-    """The kernel writes addresses as host-order 32-bit words in hex."""
-    raw = bytes.fromhex(hex_address)
-    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
-    if len(words) == 4:
-        return ".".join(str(b) for b in words)
-    import ipaddress
-
-    address = ipaddress.IPv6Address(words)
-    return str(address.ipv4_mapped or address)
 
 
 def _owner_from_labels(container: str, lookup: LabelLookup) -> Owner | None:
@@ -271,21 +326,6 @@ def docker_labels(container: str) -> dict[str, str] | None:
         return None
 
 
-def _read(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _readlink(path: Path) -> str:
-    try:
-        return os.readlink(path)
-    except OSError:
-        return ""
-
-
 # --- what the daemon assembles per runtime per cycle ---
 
 
@@ -310,6 +350,23 @@ class Runtime:
         if not self.gpus:
             return None
         return sum(utils) / len(utils) / 100 if utils else 0.0
+
+
+def session_young(started: datetime, hours: float | None, now: datetime) -> bool:
+    """Too young for a session-age warning (``session_rule`` would say None)."""
+    aware = started.tzinfo is not None and hours is not None
+    return aware and now - started < timedelta(hours=hours or 0) - SESSION_WARNING
+
+
+def gpu_positions(gpus: tuple[GpuSample, ...]) -> dict[int, list[int]]:
+    """PID -> positions in ``gpus`` of the GPUs it computes on."""
+    index: dict[int, list[int]] = {}
+    for i, gpu in enumerate(gpus):
+        for p in gpu.processes:
+            at = index.setdefault(p.pid, [])
+            if not at or at[-1] != i:
+                at.append(i)
+    return index
 
 
 def observation(runtime: Runtime, now: datetime) -> Any:
