@@ -77,7 +77,6 @@ class FakeHub:
     """The hub's REST API as the daemon uses it, answered from a list in memory."""
 
     api_url = API_URL
-    kernels_readable = False  # as HubApi says once the hub refused /api/kernels
 
     def __init__(self, servers: list[ServerInfo]) -> None:
         self._servers = servers
