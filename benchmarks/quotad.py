@@ -12,7 +12,7 @@ counted), not wall time: the benchmark machine is shared.
               utilization and memory varying every second (a 60 s loop).
   runtimes    100 servers of 100 users. The hub is OUTSIDE what this measures:
               its REST API is replaced by an in-process fake list of the 100
-              servers (no kernel state, stops answered at once), so HTTP to the
+              servers (kernels idle, stops answered at once), so HTTP to the
               hub, which costs the hub more than the daemon, is not counted.
   processes   ``ProcessScanner`` on a fake /proc (its ``proc`` seam) of 100 x
               --processes entries in a temp dir: a root process with a local
@@ -85,7 +85,7 @@ class FakeHub:
         return self._servers
 
     async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
-        return None  # as the daemon sees a hub without access:servers
+        return KernelActivity(busy=False, last_activity=None)  # no kernel ran yet
 
     async def stop_server(self, user: str, server: str) -> bool:
         return True

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from kernelhub.executor import run_blocking
+from kernelhub.quotas.activity import KernelActivityCache
 from kernelhub.quotas.clock import Clock
+from kernelhub.quotas.cycle import CycleReport, Track, idle, limits_of, young
 from kernelhub.quotas.hub_api import HubApi, HubApiError, ServerInfo
 from kernelhub.quotas.metrics import QuotaMetrics
-from kernelhub.quotas.policy import Limits, Rule, Verdict, effective_limits, idle_verdict
+from kernelhub.quotas.policy import (
+    Limits,
+    Rule,
+    Verdict,
+)
 from kernelhub.quotas.policy import session_verdict as session_rule
 from kernelhub.quotas.runtimes import (
     ProcessScanner,
@@ -33,9 +37,8 @@ from kernelhub.quotas.runtimes import (
     RuntimeUsage,
     gpu_positions,
     observation,
-    session_young,
 )
-from kernelhub.quotas.store import QuotaStore, RuleSet
+from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import GpuTelemetry, TelemetryError, TelemetrySample
 
 log = logging.getLogger(__name__)
@@ -46,33 +49,6 @@ DEFAULT_RUNTIME_TYPE = "cpu"
 # the runtime held its GPUs meanwhile, but a daemon down for days should not guess
 MAX_BACKFILL = timedelta(hours=1)
 RULES_TTL = 10.0  # seconds a rule change may take to apply: one query, not one per cycle
-
-
-@dataclass
-class _Track:
-    """Per-runtime memory between cycles."""
-
-    started: datetime | None
-    last_time: datetime | None = None  # end of the last interval written to the store
-    last_cycle: datetime | None = None
-    cpu_total: float | None = None  # cumulative CPU seconds at the last cycle
-    cpu_pending: float = 0.0  # CPU seconds since last_time, not yet written
-    util_seconds: float = 0.0  # GPU utilization x seconds since last_time
-    # (time, GPU util), each above all later ones: the max since t is the first at/after t
-    gpu_utils: deque[tuple[datetime, float]] = field(default_factory=deque)
-    warned: set[str] = field(default_factory=set)
-    stopping: bool = False
-
-
-@dataclass
-class CycleReport:
-    """What one cycle did, for logs and tests."""
-
-    time: datetime
-    runtimes: int = 0
-    accounted_seconds: dict[str, float] = field(default_factory=dict)
-    warnings: list[tuple[str, str]] = field(default_factory=list)  # (runtime key, reason)
-    stops: list[tuple[str, str]] = field(default_factory=list)
 
 
 class QuotaDaemon:
@@ -107,10 +83,12 @@ class QuotaDaemon:
         self.observers: list[Callable[[Runtime, Any], Awaitable[None]]] = []
         if detector is not None:
             self.observers.append(self._detect)
-        self._tracks: dict[str, _Track] = {}
+        self._tracks: dict[str, Track] = {}
         self._pid_gpus: tuple[Any, dict[int, list[int]]] = (None, {})  # per sample
+        self._gpu_names: dict[str, int] = {}  # index or UUID -> position, per sample
         self._limits: tuple[Any, dict[tuple[str, tuple[str, ...]], Limits]] = (None, {})
         self._report: CycleReport | None = None  # the cycle in progress
+        self.kernels = KernelActivityCache()
 
     # --- the loop ---
 
@@ -143,20 +121,30 @@ class QuotaDaemon:
             self.metrics.gpu(str(gpu.index), gpu.sm_util)
         live = [s for s in servers if s.pending != "spawn" and s.started is not None]
         runtimes = [self._runtime(s, sample, usages) for s in live]
-        kernels = await asyncio.gather(*(self.hub.kernel_activity(r.server) for r in runtimes))
-        for runtime, activity in zip(runtimes, kernels, strict=True):
-            runtime.kernels = activity
-        for key in set(self._tracks) - {r.key for r in runtimes}:
-            del self._tracks[key]  # stopped: a new session starts afresh
-            if self.detector is not None:
-                self.detector.forget(key)
-        await asyncio.gather(*(self._first_sight(r) for r in runtimes if r.key not in self._tracks))
+        tracks = self._tracks
+        if len(tracks) != len(runtimes) or any(r.key not in tracks for r in runtimes):
+            for key in set(tracks) - {r.key for r in runtimes}:
+                del tracks[key]  # stopped: a new session starts afresh
+                self.kernels.forget(key)
+                if self.detector is not None:
+                    self.detector.forget(key)
+            await asyncio.gather(*(self._first_sight(r) for r in runtimes if r.key not in tracks))
         await self._account(runtimes, now, report)
-        for runtime in runtimes:
+        # kernel state only where a decision may depend on it: the detector watches every
+        # runtime; the idle rule only those it would warn or stop without kernel state
+        judged = [(r, self._limits_of(rules, r.server)) for r in runtimes]
+        idles = [idle(r, tracks[r.key], lim, now) for r, lim in judged]
+        asked = (
+            runtimes if self.observers else [r for r, v in zip(runtimes, idles, strict=True) if v]
+        )
+        await self.kernels.fill(self.hub, asked, self.clock.now())
+        for (runtime, limits), verdict in zip(judged, idles, strict=True):
             for observer in self.observers:
                 await observer(runtime, self._observation(runtime, now))
-            limits = self._limits_of(rules, runtime.server)
-            await self._judge(runtime, limits, now, report)
+            if verdict is not None and runtime.kernels is not None:
+                verdict = idle(runtime, tracks[runtime.key], limits, now)
+            if verdict is not None or not young(runtime, tracks[runtime.key], limits, now):
+                await self._judge(runtime, limits, now, report, verdict)
         report.runtimes = len(runtimes)
         self.metrics.runtimes.set(len(runtimes))
         self.metrics.cycle_seconds.observe(asyncio.get_running_loop().time() - started_at)
@@ -168,7 +156,7 @@ class QuotaDaemon:
             self._limits = (rules, {})
         key, cache = (server.user, server.groups), self._limits[1]
         if key not in cache:
-            cache[key] = _limits(rules, server, self.default_limits)
+            cache[key] = limits_of(rules, server, self.default_limits)
         return cache[key]
 
     async def _current_rules(self) -> list[Rule]:
@@ -178,8 +166,10 @@ class QuotaDaemon:
         return self._rules[1]
 
     def _gpus_of_pids(self, sample: TelemetrySample) -> dict[int, list[int]]:
-        if self._pid_gpus[0] is not sample:  # once per sample
+        if self._pid_gpus[0] is not sample:  # once per sample, with GPU names -> positions
             self._pid_gpus = (sample, gpu_positions(sample.gpus))
+            names = {str(g.index): i for i, g in enumerate(sample.gpus)}
+            self._gpu_names = {**names, **{g.uuid: i for i, g in enumerate(sample.gpus)}}
         return self._pid_gpus[1]
 
     async def _sample(self) -> TelemetrySample:
@@ -197,20 +187,21 @@ class QuotaDaemon:
         kind = server.runtime_type or (owner.runtime_type if owner else "") or DEFAULT_RUNTIME_TYPE
         # its GPUs: those assigned to it, and any GPU one of its processes computes on
         index = self._gpus_of_pids(sample)
-        positions = {i for pid in usage.pids for i in index.get(pid, ())} if usage else set()
+        positions: set[int] = set()
+        if usage and index:
+            for pid in usage.pids:
+                at = index.get(pid)
+                if at:
+                    positions.update(at)
         if owner and owner.gpus:
-            assigned = set(owner.gpus)
-            positions.update(
-                i
-                for i, g in enumerate(sample.gpus)
-                if str(g.index) in assigned or g.uuid in assigned
-            )
+            names = self._gpu_names
+            positions.update(names[g] for g in owner.gpus if g in names)
         gpus = tuple(sample.gpus[i] for i in sorted(positions))
         return Runtime(server, kind, gpus, usage)
 
     async def _first_sight(self, runtime: Runtime) -> None:
         """A runtime new to this daemon (or to this daemon process, after a restart)."""
-        track = _Track(started=runtime.server.started)
+        track = Track(started=runtime.server.started)
         cursor = await run_blocking(self.store.cursor, runtime.key)
         since = runtime.server.started
         if cursor is not None and since is not None and cursor > since:
@@ -250,11 +241,12 @@ class QuotaDaemon:
     def _pending(self, runtime: Runtime, now: datetime) -> tuple[Any, ...] | None:
         """Fold this cycle into the runtime's track; its interval if one is due to write."""
         track = self._tracks[runtime.key]
-        if track.last_time is None or track.last_time < now - MAX_BACKFILL:
+        last_time = track.last_time
+        if last_time is None or now - last_time > MAX_BACKFILL:
             # first sight: the interval that just passed (or since the start, if shorter)
             started = runtime.server.started or now
-            track.last_time = max(started, now - timedelta(seconds=self.interval))
-            track.last_cycle = track.last_time
+            last_time = max(started, now - timedelta(seconds=self.interval))
+            track.last_time = track.last_cycle = last_time
         util = runtime.gpu_util
         if util is not None:
             utils = track.gpu_utils
@@ -268,7 +260,7 @@ class QuotaDaemon:
         segment = (now - (track.last_cycle or now)).total_seconds()
         track.util_seconds += (util or 0.0) * max(0.0, segment)
         track.last_cycle = now
-        start = track.last_time
+        start = last_time
         span = (now - start).total_seconds()
         if span <= 0 or span < self.account_period:
             return None
@@ -289,20 +281,26 @@ class QuotaDaemon:
     # --- policy ---
 
     async def _judge(
-        self, runtime: Runtime, limits: Limits, now: datetime, report: CycleReport
+        self,
+        runtime: Runtime,
+        limits: Limits,
+        now: datetime,
+        report: CycleReport,
+        idle: Verdict | None,
     ) -> None:
         track = self._tracks[runtime.key]
         if track.stopping or runtime.server.pending == "stop":
             return
         verdicts: list[Verdict] = []
-        started, hours = runtime.server.started, limits.session_hours(runtime.runtime_type)
-        if started is not None and not session_young(started, hours, now):
+        started = runtime.server.started
+        if started is not None and not young(runtime, track, limits, now):
             verdict = session_rule(limits, runtime.runtime_type, started, now)
             if verdict is not None:
                 verdicts.append(verdict)
-        verdict = self._idle(runtime, track, limits, now)
-        if verdict is not None:
-            verdicts.append(verdict)
+        if idle is not None:
+            verdicts.append(idle)
+        if not verdicts:
+            return
         stop = next((v for v in verdicts if v.kind == "stop"), None)
         if stop is not None:
             await self.stop(runtime, stop.reason, stop.message, stop.details, report)
@@ -314,23 +312,6 @@ class QuotaDaemon:
                     runtime, "warn", verdict.reason, verdict.message, verdict.details
                 )
                 report.warnings.append((runtime.key, verdict.reason))
-
-    def _idle(
-        self, runtime: Runtime, track: _Track, limits: Limits, now: datetime
-    ) -> Verdict | None:
-        candidates = [runtime.server.last_activity, runtime.server.started]
-        if runtime.kernels is not None:
-            candidates.append(runtime.kernels.last_activity)
-        last = max((t for t in candidates if t is not None), default=None)
-        if last is None:
-            return None
-        window = timedelta(minutes=limits.idle_minutes or 0)
-        while track.gpu_utils and track.gpu_utils[0][0] < now - window:
-            track.gpu_utils.popleft()
-        recent = next((u for t, u in track.gpu_utils if t >= last), 0.0)
-        gpu_recent = recent if runtime.gpus else None
-        busy = runtime.kernels.busy if runtime.kernels is not None else False
-        return idle_verdict(limits, last, gpu_recent, busy, now)
 
     async def stop(
         self,
@@ -389,11 +370,3 @@ class QuotaDaemon:
         details = {**decision.to_dict(), "explanation": explanation}
         await self.stop(runtime, "mining-like", message, details, self._report)
         await run_blocking(self.store.flag, runtime.server.user, explanation, True)
-
-
-def _limits(rules: Iterable[Rule], server: ServerInfo, fallback: Rule | None) -> Limits:
-    """Effective limits from the rules read this cycle (one query for all runtimes)."""
-    default = next((r for r in rules if r.scope == "default"), fallback)
-    groups = [r for r in rules if r.scope == "group" and r.subject in server.groups]
-    user = next((r for r in rules if r.scope == "user" and r.subject == server.user), None)
-    return effective_limits(*RuleSet(default, groups, user))

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
@@ -46,7 +47,7 @@ class ServerInfo:
     groups: tuple[str, ...] = ()
     user_options: Mapping[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def key(self) -> str:
         """``user/server``: the runtime's key in the store and in every map of the daemon."""
         return f"{self.user}/{self.name}"
@@ -86,6 +87,11 @@ class HubApi:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+    @property
+    def kernels_readable(self) -> bool:
+        """False once kernel state cannot be read at all (no public URL, or refused)."""
+        return self.public_url is not None and not self._kernels_refused
 
     async def servers(self) -> list[ServerInfo]:
         """Every server the hub counts as active (running, starting or stopping)."""

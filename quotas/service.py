@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 from tornado import web
@@ -33,13 +34,39 @@ from kernelhub.quotas.telemetry import GpuTelemetry
 log = logging.getLogger("kernelhub.quotad")
 
 
-class MetricsHandler(web.RequestHandler):
-    def initialize(self, metrics: QuotaMetrics) -> None:
-        self.metrics = metrics
+# the scope JupyterHub's own /hub/metrics asks for: Prometheus scrapes both with one token
+METRICS_SCOPE = "read:metrics"
 
-    def get(self) -> None:
+
+class MetricsHandler(web.RequestHandler):
+    """Prometheus ``/metrics``: user names and their GPU-seconds, so a token with
+    ``read:metrics`` is required, unless the service runs with ``--metrics-public``."""
+
+    def initialize(self, metrics: QuotaMetrics, hub_auth: Any = None) -> None:
+        self.metrics = metrics
+        self.hub_auth = hub_auth  # None: public
+
+    async def get(self) -> None:
+        if self.hub_auth is not None:
+            await self._authorize()
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.write(self.metrics.render())
+
+    async def _authorize(self) -> None:
+        try:
+            model = await self.hub_auth.get_user(self, sync=False)
+        except web.HTTPError:
+            self._refuse(502, "cannot check the token with the hub; try again")
+        if not model:
+            self._refuse(401, "send a hub token with read:metrics: Authorization: token <token>")
+        if METRICS_SCOPE not in (model.get("scopes") or []):
+            self._refuse(403, "this token lacks the read:metrics scope")
+
+    def _refuse(self, status: int, message: str) -> NoReturn:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"status": status, "message": message}))
+        raise web.Finish()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -78,6 +105,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=True,
         help="stop and flag runtimes that behave like cryptocurrency miners",
     )
+    parser.add_argument(
+        "--metrics-public",
+        action="store_true",
+        default=os.environ.get("KERNELHUB_QUOTA_METRICS_PUBLIC") == "1",
+        help="serve /metrics without a token (it names users and their GPU use); by default "
+        "a hub token with read:metrics is required, as for the hub's own /hub/metrics",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not args.db_url:
@@ -114,19 +148,25 @@ def default_rule(args: argparse.Namespace) -> Rule | None:
 
 
 def make_web_app(
-    store: QuotaStore, metrics: QuotaMetrics, prefix: str, api_url: str, token: str
+    store: QuotaStore,
+    metrics: QuotaMetrics,
+    prefix: str,
+    api_url: str,
+    token: str,
+    metrics_public: bool = False,
 ) -> web.Application:
     """The quota REST API (``kernelhub.quotas.api``) with ``/metrics`` beside it."""
-    handlers: list[Any] = [(r"/metrics", MetricsHandler, {"metrics": metrics})]
+    from jupyterhub.services.auth import HubAuth
+
+    hub_auth = HubAuth(api_url=api_url, api_token=token, cache_max_age=60)
+    options = {"metrics": metrics, "hub_auth": None if metrics_public else hub_auth}
+    handlers: list[Any] = [(r"/metrics", MetricsHandler, options)]
     if prefix.rstrip("/"):
-        handlers.append((prefix.rstrip("/") + "/metrics", MetricsHandler, {"metrics": metrics}))
+        handlers.append((prefix.rstrip("/") + "/metrics", MetricsHandler, options))
     try:
         from kernelhub.quotas.api import make_app
     except ImportError:  # the API is optional: metrics alone still serve
         return web.Application(handlers)
-    from jupyterhub.services.auth import HubAuth
-
-    hub_auth = HubAuth(api_url=api_url, api_token=token, cache_max_age=60)
     app = make_app(store, hub_auth, prefix)
     # after the API's routes; its catch-all 404 only answers what no rule matches
     app.wildcard_router.add_rules(handlers)
@@ -166,19 +206,19 @@ async def serve(args: argparse.Namespace) -> None:
         default_limits=default_rule(args),
         detector=make_detector() if args.mining_detector else None,
     )
-    server = make_web_app(store, metrics, prefix, api_url, token).listen(
-        service_url.port or 0, address=service_url.hostname or "127.0.0.1"
-    )
+    app = make_web_app(store, metrics, prefix, api_url, token, args.metrics_public)
+    server = app.listen(service_url.port or 0, address=service_url.hostname or "127.0.0.1")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     log.info(
-        "kernelhub-quotad: every %g s, metrics on %s:%s%smetrics",
+        "kernelhub-quotad: every %g s, metrics on %s:%s%smetrics (%s)",
         args.interval,
         service_url.hostname,
         service_url.port,
         prefix,
+        "public" if args.metrics_public else "token with read:metrics",
     )
     try:
         await daemon.run(stopping)

@@ -169,7 +169,9 @@ def test_the_quota_daemon_runs_with_its_store_in_postgresql(deployment: dict[str
         api.headers["Authorization"] = f"token {hub_token(deployment, 'admin')}"
         service = api.get("services/kernelhub-quotas")
         assert service.status_code == 200, service.text
-        metrics = httpx.get(f"{url}/services/kernelhub-quotas/metrics", timeout=10)
+        metrics_url = f"{url}/services/kernelhub-quotas/metrics"
+        assert httpx.get(metrics_url, timeout=10).status_code == 401  # it names users
+        metrics = httpx.get(metrics_url, headers={"Authorization": api.headers["Authorization"]})
         assert metrics.status_code == 200
         assert "kernelhub_stops_total" in metrics.text
         rules = httpx.get(
