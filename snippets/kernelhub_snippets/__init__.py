@@ -1,5 +1,7 @@
 """kernelhub-snippets: the notebook's code-snippet library, served by a Jupyter server
-extension (enabled on install through etc/jupyter/jupyter_server_config.d)."""
+extension (enabled on install through etc/jupyter/jupyter_server_config.d), and its
+Notebook 7 / JupyterLab 4 frontend (the prebuilt labextension @kernelhub/snippets,
+installed under share/jupyter/labextensions by the wheel)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,11 @@ __version__ = "0.1.0"
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "kernelhub_snippets"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the built frontend is, for `jupyter labextension develop` (editable installs)."""
+    return [{"src": "labextension", "dest": "@kernelhub/snippets"}]
 
 
 def _load_jupyter_server_extension(serverapp: ServerApp) -> None:
