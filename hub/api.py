@@ -16,6 +16,7 @@ from tornado import web
 
 from kernelhub.catalog import RuntimeCatalog, user_group_names
 from kernelhub.errors import http_refusal
+from kernelhub.notices import quota_notices
 from kernelhub.quota_gate import check_quota
 from kernelhub.runtime_types import RuntimeRequestError
 
@@ -78,6 +79,22 @@ class RuntimeTypesAPIHandler(APIHandler):
         )
 
 
+class QuotaNoticesAPIHandler(APIHandler):
+    """GET what the home page tells a user about their runtimes: warnings, stops, flags.
+
+    A runtime's own token may read its user's notices (``read:users:activity``), so
+    the notebook shows a warning where the user is working, not only on the home page.
+    """
+
+    @needs_scope("read:users:activity")
+    async def get(self, user_name: str) -> None:
+        user = self.find_user(user_name)
+        if user is None:
+            raise web.HTTPError(404, f"no such user: {user_name!r}")
+        notices = await quota_notices(user)
+        self.write(json.dumps({"notices": [n.to_json() for n in notices]}))
+
+
 class OpenAPIHandler(APIHandler):
     """The OpenAPI document for what kernelhub adds to JupyterHub's REST API."""
 
@@ -95,5 +112,6 @@ def kernelhub_api_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
         (r"/api/users/([^/]+)/server", RuntimeServerAPIHandler),
         (r"/api/users/([^/]+)/servers/([^/]*)", RuntimeServerAPIHandler),
         (r"/api/kernelhub/runtime-types", RuntimeTypesAPIHandler),
+        (r"/api/kernelhub/notices/([^/]+)", QuotaNoticesAPIHandler),
         (r"/api/kernelhub/openapi.json", OpenAPIHandler),
     ]

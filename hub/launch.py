@@ -217,6 +217,8 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
     c.ConfigurableHTTPProxy.api_url = f"http://127.0.0.1:{ports['proxy_api']}"
     c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
     c.Spawner.default_url = "/tree"  # Notebook 7
+    # a runtime's own token may read its user's quota notices, to show them in the notebook
+    c.Spawner.server_token_scopes = RUNTIME_TOKEN_SCOPES
 
     c.merge(file_config)
     if "ip" in options.explicit or "port" in options.explicit:
@@ -253,6 +255,10 @@ def _choose_authenticator(
         return choose_authenticator(c, file_config, data_dir, creds)
     except BackendUnavailable as e:
         raise StartupError(str(e)) from None
+
+
+# JupyterHub's `server` role, plus reading the user's activity (its quota notices among it)
+RUNTIME_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", "read:users:activity!user"]
 
 
 def _url_host(ip: str) -> str:

@@ -67,6 +67,19 @@ class Notice:
     def time_utc(self) -> str:
         return self.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
+    def to_json(self) -> dict[str, Any]:
+        """For the notices API (and the notebook, which shows them there too)."""
+        return {
+            "id": f"{self.kind}-{self.event_id}" if self.event_id is not None else self.kind,
+            "kind": self.kind,
+            "title": self.title,
+            "time": self.time.astimezone(UTC).isoformat(),
+            "message": self.message,
+            "server": self.server,
+            "runtime_type": self.runtime_type,
+            "reason": self.reason,
+        }
+
     @property
     def dismissible(self) -> bool:
         # warnings disappear with their runtime and the flag with the admin's review;

@@ -9,10 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
-from harness import HubProcess, sign_in, start_runtime, stop_all_runtimes, text_of, wait_until
+from harness import (
+    HubProcess,
+    runtime_pids,
+    sign_in,
+    start_runtime,
+    stop_all_runtimes,
+    text_of,
+    wait_until,
+)
 
 from kernelhub.notices import Notice, RunningServer, build_notices
 from kernelhub.quotas.store import QuotaStore
@@ -115,6 +124,38 @@ def test_a_warning_followed_by_a_stop_shows_only_the_stop(
     assert SESSION_STOP in text
     assert "GPU runtime, default server" in text
     assert warning not in text
+
+
+def runtime_token(hub: HubProcess, user: str) -> str:
+    """The JUPYTERHUB_API_TOKEN the hub gave ``user``'s (one) local runtime."""
+    (pid,) = runtime_pids(hub.data_dir, user)
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return next(e for e in environ if e.startswith(b"JUPYTERHUB_API_TOKEN=")).decode()[21:]
+
+
+def test_a_runtime_reads_its_users_notices_with_its_own_token_and_nobody_elses(
+    notices_hub: HubProcess, store: QuotaStore, username: str
+) -> None:
+    warning = "your runtime will be stopped at 14:10 UTC (in 10 minutes) if it stays idle"
+    other = f"{username}-other"
+    with notices_hub.api(notices_hub.token(username)) as api:
+        try:
+            start_runtime(api, username, "", runtime="cpu")
+            store.record_event(username, "", "cpu", "warn", "idle", warning)
+            with notices_hub.api(runtime_token(notices_hub, username)) as runtime:
+                own = runtime.get(f"kernelhub/notices/{username}")
+                others = runtime.get(f"kernelhub/notices/{other}")
+        finally:
+            stop_all_runtimes(api, username)
+
+    assert own.status_code == 200, own.text
+    (notice,) = own.json()["notices"]
+    assert notice["kind"] == "warn" and notice["message"] == warning
+    assert notice["server"] == "" and notice["runtime_type"] == "None (CPU)"
+    assert notice["title"] == "Runtime warning" and notice["id"].startswith("warn-")
+    assert others.status_code in (403, 404)  # another user's: not even whether they exist
+    anonymous = httpx.get(f"{notices_hub.url}/hub/api/kernelhub/notices/{username}")
+    assert anonymous.status_code == 403 and set(anonymous.json()) == {"status", "message"}
 
 
 def test_another_users_events_and_flag_are_not_shown(
