@@ -24,6 +24,7 @@ import { SnippetPanel } from './panel';
 import { askSnippetDetails, newSnippet } from './save';
 import { SnippetStore } from './store';
 import { ISnippet } from './types';
+import noticesPlugin from './noticesPlugin';
 
 export const CommandIDs = {
   open: 'kernelhub-snippets:open',
@@ -177,4 +178,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default plugin;
+export default [plugin, noticesPlugin];

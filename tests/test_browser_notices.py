@@ -1,0 +1,62 @@
+"""Quota notices inside the notebook, in headless Chromium.
+
+The quota daemon warns before it stops a runtime; besides the hub home page, the
+warning shows as a notification in Notebook 7 where the user is working. Here the
+warning is written into the quota store of a real hub (as the daemon records it)
+for the user's running runtime, and the notebook, opened afterwards, shows it.
+Screenshots go to test-artifacts/browser-notices/.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import httpx
+from browser import (
+    ACTION_TIMEOUT,
+    ARTIFACTS,
+    Steps,
+    chromium,
+    create_notebook,
+    loopback_context,
+    sign_in,
+    start_runtime_from_form,
+)
+from harness import HubProcess
+
+from kernelhub.quotas.store import QuotaStore
+
+WARNING = "your runtime will be stopped at 14:10 UTC (in 10 minutes) if it stays idle"
+
+
+def test_a_pending_idle_warning_shows_in_the_notebook_once(
+    hub: HubProcess,
+    username: str,
+    passwords: dict[str, str],
+    user_api: httpx.Client,  # stops the runtime afterwards
+) -> None:
+    with chromium() as browser:
+        context = loopback_context(browser)
+        page = context.new_page()
+        artifacts = ARTIFACTS / "browser-notices"
+        shutil.rmtree(artifacts, ignore_errors=True)
+        steps = Steps(page, artifacts)
+
+        sign_in(page, hub.url, username, passwords["user"])
+        page.goto(f"{hub.url}/hub/spawn")
+        start_runtime_from_form(page, "cpu")
+        with QuotaStore.open(f"sqlite:///{hub.data_dir / 'quotas.sqlite'}") as store:
+            store.record_event(username, "", "cpu", "warn", "idle", WARNING)
+            store.record_event(username, "other", "cpu", "warn", "idle", "not this runtime's")
+
+        notebook = create_notebook(page)
+
+        toast = notebook.get_by_text(f"Runtime warning: {WARNING}")
+        toast.wait_for(timeout=ACTION_TIMEOUT)
+        steps.shot("warning-in-notebook", notebook)
+        assert notebook.get_by_text("not this runtime's").count() == 0
+        hub_home = notebook.get_by_role("button", name="Hub home")
+        assert hub_home.count() >= 1
+        # the home page says the same
+        page.goto(f"{hub.url}/hub/home")
+        assert WARNING in page.content()
