@@ -127,7 +127,7 @@ def notices_template_var(user: Any) -> Callable[[], Awaitable[list[Notice]]]:
 
 
 def _read_store(gate: QuotaGate, user: str, since: datetime) -> tuple[list[Any], Any]:
-    store = gate._open_store()
+    store = gate.store()
     return store.events(user=user, since=since), store.flag_of(user)
 
 

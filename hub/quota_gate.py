@@ -59,7 +59,7 @@ class QuotaGate(SingletonConfigurable):
     ) -> Any:
         from kernelhub.quotas.policy import check_spawn, effective_limits, midnight, week_start
 
-        store = self._open_store()
+        store = self.store()
         now = datetime.now(UTC)
         rules = store.rules_for(user, groups)
         flag = store.flag_of(user)
@@ -74,7 +74,8 @@ class QuotaGate(SingletonConfigurable):
             gpu_blocked=flag.reason if flag is not None and flag.block_gpu else None,
         )
 
-    def _open_store(self) -> Any:
+    def store(self) -> Any:
+        """The quota store (opened on first use, then shared): the daemon's records."""
         if self._store is None:
             from kernelhub.quotas.store import QuotaStore
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from kernelhub.quotas.cli import quota
 from kernelhub.quotas.client import QuotaClient, QuotaError, rule_path
 from kernelhub.quotas.policy import LIMIT_FIELDS, UNLIMITED
 from kernelhub.runtime_cli import json_option, token_option, url_option
@@ -34,13 +33,19 @@ class QuotaCommand(click.Command):
             raise OneLineUsageError(e.format_message(), ctx) from None
 
 
+# the admin commands, in the order `kernelhub quota --help` lists them (cli.py adds them)
+COMMANDS: list[click.Command] = []
+
+
 def command(name: str) -> Callable[[Callable[..., Any]], click.Command]:
-    def attach(fn: Callable[..., Any]) -> click.Command:
+    def make(fn: Callable[..., Any]) -> click.Command:
         for option in (json_option, token_option, url_option):
             fn = option(fn)
-        return quota.command(name, cls=QuotaCommand)(fn)
+        made = click.command(name, cls=QuotaCommand)(fn)
+        COMMANDS.append(made)
+        return made
 
-    return attach
+    return make
 
 
 class LimitValue(click.ParamType):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from kernelhub.quotas import admin_cli
 from kernelhub.quotas.record import record_command
 
 
@@ -17,4 +18,5 @@ def quota() -> None:
 
 
 quota.add_command(record_command)
-from kernelhub.quotas import admin_cli  # noqa: E402, F401 - adds show, set, reset, ... to `quota`
+for admin_command in admin_cli.COMMANDS:  # show, set, rules, reset, usage, events, flag, ...
+    quota.add_command(admin_command)

@@ -9,12 +9,20 @@ run writes the same bytes; tests/test_quota_detector.py regenerates and compares
 
 from __future__ import annotations
 
+import importlib.util
 import random
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from kernelhub.quotas.telemetry import GpuProcessSample, GpuSample, TelemetrySample
+from kernelhub.quotas.telemetry import GpuProcessSample, GpuSample
+
+# the sibling script's writer (loaded by path: tests/data is not a package)
+_spec = importlib.util.spec_from_file_location(
+    "make_synthetic_traces", Path(__file__).resolve().parent / "make_synthetic_traces.py"
+)
+assert _spec is not None and _spec.loader is not None
+make_synthetic_traces = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_synthetic_traces)
 
 MIB = 1024**2
 GIB = 1024**3
@@ -94,17 +102,8 @@ TRACES: dict[str, tuple[int, Callable[[random.Random], Iterator[GpuSample]]]] = 
 
 def write_traces(directory: Path) -> list[Path]:
     """Write every trace as DIRECTORY/NAME.jsonl; return the paths."""
-    written = []
-    for name, (seed, generate) in TRACES.items():
-        path = directory / f"{name}.jsonl"
-        with path.open("w", encoding="utf-8", newline="\n") as f:
-            for t, gpu in enumerate(generate(random.Random(seed))):
-                f.write(TelemetrySample(START + t, (gpu,)).to_json_line() + "\n")
-        written.append(path)
-    return written
+    return make_synthetic_traces.write_traces(directory, TRACES, START)
 
 
 if __name__ == "__main__":
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
-    for p in write_traces(out):
-        print(f"wrote {p} ({p.stat().st_size} bytes)")
+    make_synthetic_traces.main(write_traces)

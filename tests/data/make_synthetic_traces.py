@@ -162,19 +162,28 @@ TRACES: dict[str, tuple[int, Callable[[random.Random], Iterator[GpuSample]]]] = 
 }
 
 
-def write_traces(directory: Path) -> list[Path]:
-    """Write every trace as DIRECTORY/NAME.jsonl; return the paths."""
+Generator = Callable[[random.Random], Iterator[GpuSample]]
+
+
+def write_traces(
+    directory: Path, traces: dict[str, tuple[int, Generator]] | None = None, start: float = START
+) -> list[Path]:
+    """Write every trace (default: TRACES) as DIRECTORY/NAME.jsonl; return the paths."""
     written = []
-    for name, (seed, generate) in TRACES.items():
+    for name, (seed, generate) in (TRACES if traces is None else traces).items():
         path = directory / f"{name}.jsonl"
         with path.open("w", encoding="utf-8", newline="\n") as f:
             for t, gpu in enumerate(generate(random.Random(seed))):
-                f.write(TelemetrySample(START + t, (gpu,)).to_json_line() + "\n")
+                f.write(TelemetrySample(start + t, (gpu,)).to_json_line() + "\n")
         written.append(path)
     return written
 
 
-if __name__ == "__main__":
+def main(write: Callable[[Path], list[Path]]) -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
-    for p in write_traces(out):
+    for p in write(out):
         print(f"wrote {p} ({p.stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main(write_traces)
