@@ -10,12 +10,17 @@ provide every module they require.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.errors
 import kernelhub_snippets
 import pytest
 from kernelhub_snippets.check import (
@@ -31,6 +36,8 @@ from kernelhub_snippets.fileformat import Cell, Snippet, SnippetError, dump, par
 # plugin's autouse fixtures (an event loop and a ServerApp cleanup per test) would
 # otherwise run around every test of the suite.
 from pytest_jupyter.jupyter_server import *  # noqa: F403
+
+from kernelhub import images as img
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = builtin_snippets()
@@ -396,3 +403,132 @@ def test_builtin_snippet_declares_what_the_cpu_image_provides(snippet: Snippet) 
     missing = missing_requirements(snippet)
     assert missing and set(missing) <= set(snippet.requires)
     assert set(missing) <= cpu_image_modules()
+
+
+# --- the frontend: snippets/src, a Notebook 7 / JupyterLab 4 extension ------------------
+
+SNIPPETS = ROOT / "snippets"
+LABEXTENSION = "share/jupyter/labextensions/@kernelhub/snippets"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# what `jupyter labextension list` and `jupyter server extension list` say of an
+# extension installed, enabled and loadable
+LABEXTENSION_OK = re.compile(r"@kernelhub/snippets v0\.1\.0 enabled OK")
+SERVER_EXTENSION_OK = re.compile(
+    r"kernelhub_snippets enabled\s.*kernelhub_snippets 0\.1\.0 OK", re.S
+)
+
+
+def with_venv_on_path() -> dict[str, str]:
+    """This environment, with this Python's bin/ (jupyter, jupyter-builder) first on PATH."""
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def extension_lists(command: list[str], **kwargs: Any) -> str:
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, check=False, **kwargs
+    )
+    return ANSI.sub("", done.stdout + done.stderr)
+
+
+def test_frontend_unit_tests_pass() -> None:
+    # jest (`npm test`, set up by scripts/dev): fuzzy search and ranking, snippet to
+    # cells and back, grouping by category, the API client's errors
+    if not (SNIPPETS / "node_modules" / ".bin" / "jest").exists():
+        pytest.fail("the frontend's npm packages are missing: run scripts/dev", pytrace=False)
+    done = subprocess.run(
+        ["npm", "test", "--silent"],
+        cwd=SNIPPETS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, report[-6000:]
+    summary = re.search(r"Tests:\s+(\d+) passed, (\d+) total", report)
+    assert summary and summary.group(1) == summary.group(2), report[-2000:]
+
+
+def test_the_wheel_ships_the_prebuilt_frontend_and_enables_both_parts(tmp_path: Path) -> None:
+    build = subprocess.run(
+        [str(SNIPPETS / "scripts" / "build-wheel"), str(tmp_path)],
+        env={**with_venv_on_path(), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr[-4000:]
+    [wheel] = tmp_path.glob("kernelhub_snippets-*.whl")
+    data = f"kernelhub_snippets-{kernelhub_snippets.__version__}.data/data"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        package = json.loads(archive.read(f"{data}/{LABEXTENSION}/package.json"))
+        install = json.loads(archive.read(f"{data}/{LABEXTENSION}/install.json"))
+        server = json.loads(
+            archive.read(f"{data}/etc/jupyter/jupyter_server_config.d/kernelhub_snippets.json")
+        )
+        texts = [archive.read(name) for name in names]
+    assert package["name"] == "@kernelhub/snippets"
+    entry = package["jupyterlab"]["_build"]["load"]  # the built remote entry
+    assert f"{data}/{LABEXTENSION}/{entry}" in names
+    assert f"{data}/{LABEXTENSION}/static/style.js" in names
+    assert install["packageName"] == "kernelhub-snippets"
+    assert server == {"ServerApp": {"jpserver_extensions": {"kernelhub_snippets": True}}}
+    # built in any checkout, the same bytes: nothing names the folder it was built in
+    assert not [t for t in texts if str(ROOT).encode() in t]
+    # and a second build with nothing changed does nothing
+    again = subprocess.run(
+        [str(SNIPPETS / "scripts" / "build-wheel"), str(tmp_path)],
+        env={**with_venv_on_path(), "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 0 and again.stderr == ""
+    assert [p.name for p in tmp_path.glob("*.whl")] == [wheel.name]
+
+
+def test_the_dev_virtualenv_serves_the_frontend_and_the_server_extension() -> None:
+    # local runtimes run this environment's server (scripts/dev links the frontend in)
+    listed = extension_lists(["jupyter", "labextension", "list"], env=with_venv_on_path())
+    assert LABEXTENSION_OK.search(listed), listed
+    listed = extension_lists(["jupyter", "server", "extension", "list"], env=with_venv_on_path())
+    assert SERVER_EXTENSION_OK.search(listed), listed
+
+
+def current_runtime_image(name: str) -> str | None:
+    """The tag of runtime image NAME if the engine has it built from these sources."""
+    try:
+        engine = img.engine()
+        want = img.wanted_hash(engine, img.plan_build(img.DEFAULT_IMAGES_DIR, name))
+    except img.ImageError:
+        return None
+    image = img.find_image(engine, img.runtime_tag(name))
+    if image is None or image.labels.get(img.HASH_LABEL) != want:
+        return None
+    return img.runtime_tag(name)
+
+
+@pytest.mark.parametrize("name", img.IMAGE_NAMES)
+def test_runtime_image_has_both_parts_enabled(name: str) -> None:
+    # the tests build the test image (scripts/dev test); cpu and gpu are checked when
+    # they are built from these sources too (`kernelhub images build cpu`)
+    tag = current_runtime_image(name)
+    if tag is None and name == "test":
+        pytest.fail(
+            "kernelhub/runtime-test is missing or out of date: `kernelhub images build test`",
+            pytrace=False,
+        )
+    if tag is None:
+        pytest.skip(f"{img.runtime_tag(name)} is not built from these sources")
+    command = "jupyter labextension list 2>&1; jupyter server extension list 2>&1"
+    try:
+        output = docker.from_env().containers.run(tag, ["sh", "-c", command], remove=True)
+    except docker.errors.ContainerError as e:
+        pytest.fail(f"listing the extensions in {tag} failed: {e}", pytrace=False)
+    listed = ANSI.sub("", output.decode())
+    assert LABEXTENSION_OK.search(listed), listed
+    assert "(python, kernelhub-snippets)" in listed, listed  # installed by the wheel
+    assert SERVER_EXTENSION_OK.search(listed), listed

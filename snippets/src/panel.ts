@@ -63,6 +63,9 @@ export class SnippetPanel extends Widget {
     refresh.addEventListener('click', () => void this.store.refresh().catch(() => undefined));
     save.addEventListener('click', () => this.actions.saveSelection());
     this.body.addEventListener('click', event => this.onClick(event));
+    // 'toggle' does not bubble: listen while it goes down, to keep what the user
+    // folded and unfolded across refreshes
+    this.node.addEventListener('toggle', event => this.onToggle(event), true);
     store.changed.connect(this.render, this);
     this.render();
   }
@@ -84,7 +87,7 @@ export class SnippetPanel extends Widget {
       ...[
         error && h('div', { className: 'jp-kh-SnippetPanel-error', text: error }),
         !this.store.loaded && !error && h('div', { text: 'Loading snippets…' }),
-        problemsNode(problems)
+        problemsNode(problems, this.problemsOpen)
       ].filter((node): node is HTMLElement => !!node)
     );
     const query = this.filterInput.value;
@@ -103,7 +106,10 @@ export class SnippetPanel extends Widget {
           'details',
           {
             className: 'jp-kh-SnippetPanel-category',
-            attrs: { open: '', 'data-category': category.name }
+            attrs: {
+              'data-category': category.name,
+              ...(this.folded.has(category.name) ? {} : { open: '' })
+            }
           },
           h('summary', {}, `${category.name} `, h('span', { text: `(${category.snippets.length})` })),
           this.list(category.snippets.map(snippet => ({ snippet, indices: [] })))
@@ -155,6 +161,24 @@ export class SnippetPanel extends Widget {
     );
   }
 
+  private onToggle(event: Event): void {
+    const details = event.target;
+    if (!(details instanceof HTMLDetailsElement)) {
+      return;
+    }
+    if (details.classList.contains('jp-kh-Snippets-problems')) {
+      this.problemsOpen = details.open;
+    }
+    const category = details.dataset.category;
+    if (category !== undefined) {
+      if (details.open) {
+        this.folded.delete(category);
+      } else {
+        this.folded.add(category);
+      }
+    }
+  }
+
   private onClick(event: MouseEvent): void {
     const button = (event.target as HTMLElement).closest<HTMLElement>('[data-action]');
     const item = button?.closest<HTMLElement>('[data-snippet-id]');
@@ -183,6 +207,8 @@ export class SnippetPanel extends Widget {
     }
   }
 
+  private readonly folded = new Set<string>(); // categories the user folded
+  private problemsOpen = false;
   private readonly filterInput: HTMLInputElement;
   private readonly status: HTMLDivElement;
   private readonly body: HTMLDivElement;

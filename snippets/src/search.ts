@@ -1,9 +1,9 @@
 /**
  * Fuzzy search over snippets: every word of the query must match the title, the tags,
  * the category, the description or the code. A word scores best as a substring at the
- * start of a word, then as a substring anywhere, then as a subsequence of letters in
- * order ("pdcsv" finds the tags "pandas csv"), and a match in the title counts more than
- * one in the tags, which counts more than one in the code.
+ * start of a word, then as a substring anywhere, then (in the title and the tags) as a
+ * subsequence of letters in order ("pdcsv" finds the tags "pandas csv"); and a match in
+ * the title counts more than one in the tags, which counts more than one in the code.
  */
 import { ISnippet } from './types';
 
@@ -20,7 +20,10 @@ export interface IRanked {
   titleIndices: number[];
 }
 
-/** How much a match in each field counts; code is searched for substrings only. */
+/**
+ * How much a match in each field counts. Letters in order (a subsequence) count in the
+ * short fields only: in a description or code they would match nearly anything.
+ */
 export const FIELD_WEIGHTS = {
   title: 1,
   tags: 0.9,
@@ -30,6 +33,8 @@ export const FIELD_WEIGHTS = {
 } as const;
 
 type Field = keyof typeof FIELD_WEIGHTS;
+
+const SUBSEQUENCE_FIELDS: ReadonlySet<Field> = new Set<Field>(['title', 'tags']);
 
 const SUBSTRING_SCORE = 100;
 const WORD_START_BONUS = 50;
@@ -141,7 +146,7 @@ export function scoreSnippet(snippet: ISnippet, words: string[]): IRanked | null
   for (const word of words) {
     let bestWord = 0;
     for (const field of Object.keys(FIELD_WEIGHTS) as Field[]) {
-      const match = fuzzyMatch(word, texts[field], field !== 'code');
+      const match = fuzzyMatch(word, texts[field], SUBSEQUENCE_FIELDS.has(field));
       if (!match) {
         continue;
       }

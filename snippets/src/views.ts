@@ -60,8 +60,17 @@ export function previewNode(snippet: ISnippet): HTMLElement {
   );
 }
 
-/** "2 snippet files skipped", with each file and its reason, or null when all is well. */
-export function problemsNode(problems: readonly IProblem[]): HTMLElement | null {
+const PROBLEM_SOURCES: Record<string, string> = {
+  builtin: 'built-in',
+  site: 'site snippets',
+  user: 'your snippets'
+};
+
+/**
+ * "⚠ 2 snippet files skipped", folded; unfolded, each file (its name, the full path on
+ * hover), whose folder it is in, and why. Null when all is well.
+ */
+export function problemsNode(problems: readonly IProblem[], open = false): HTMLElement | null {
   if (problems.length === 0) {
     return null;
   }
@@ -69,7 +78,10 @@ export function problemsNode(problems: readonly IProblem[]): HTMLElement | null 
   const summary = `${count} snippet file${count === 1 ? '' : 's'} skipped`;
   return h(
     'details',
-    { className: 'jp-kh-Snippets-problems', attrs: { role: 'status' } },
+    {
+      className: 'jp-kh-Snippets-problems',
+      attrs: { role: 'status', ...(open ? { open: '' } : {}) }
+    },
     h('summary', { text: `⚠ ${summary}` }),
     h(
       'ul',
@@ -78,10 +90,14 @@ export function problemsNode(problems: readonly IProblem[]): HTMLElement | null 
         h(
           'li',
           { attrs: { 'data-path': problem.path } },
-          h('code', { text: problem.path }),
-          ` (${problem.source}): ${problem.reason}`
+          h('code', { text: baseName(problem.path), title: problem.path }),
+          ` (${PROBLEM_SOURCES[problem.source] ?? problem.source}): ${problem.reason}`
         )
       )
     )
   );
+}
+
+function baseName(path: string): string {
+  return path.replace(/\/+$/, '').split('/').pop() || path;
 }

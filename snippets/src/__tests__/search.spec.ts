@@ -72,6 +72,12 @@ describe('fuzzy search over titles, tags and code', () => {
     expect(search(library, 'plot').map(r => r.snippet.id)).toEqual(['a', 'b']);
   });
 
+  it('does not match scattered letters in a description', () => {
+    const library = [snippet({ id: 'd', title: 'x', description: 'go read each entry today' })];
+    expect(search(library, 'greet')).toEqual([]);
+    expect(search(library, 'entry').map(r => r.snippet.id)).toEqual(['d']);
+  });
+
   it('does not match scattered letters in code', () => {
     const library = [
       snippet({ id: 'code', title: 'x', cells: [{ cell_type: 'code', source: 'p = l + o + t' }] })
