@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,10 @@ DEFAULT_SUITE = "bookworm"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_IMAGES_DIR = REPO_ROOT / "images"
+# runtime Dockerfiles that mount common/wheels install kernelhub-snippets from the wheel
+# this script builds there (on the host, where Node.js is), only when its sources changed
+SNIPPETS_WHEELS = "common/wheels"
+SNIPPETS_WHEEL_SCRIPT = REPO_ROOT / "snippets" / "scripts" / "build-wheel"
 # the hub image is built from the repository itself (hub/Dockerfile)
 HUB_SOURCES = ("hub", "spawner", "quotas", "pyproject.toml", "README.md")
 # forwarded to `docker build` when set: Docker's predefined build args, kept out of the image
@@ -223,6 +228,8 @@ def plan_build(images_dir: Path, name: str) -> BuildPlan:
             sources.append(images_dir / "common")
     if not dockerfile.is_file():
         raise ImageError(f"image {name!r} has no Dockerfile yet ({dockerfile} is missing)")
+    if SNIPPETS_WHEELS in dockerfile.read_text():  # before hashing: the wheel is a source
+        _build_snippets_wheel(images_dir / SNIPPETS_WHEELS)
     stages: set[str] = set()
     bases: list[str] = []  # images FROM names that are not earlier stages
     for image, stage in FROM_LINE.findall(dockerfile.read_text()):
@@ -236,6 +243,22 @@ def plan_build(images_dir: Path, name: str) -> BuildPlan:
         source_hash=_hash_sources(context, sources),
         base_images=tuple(dict.fromkeys(bases)),
     )
+
+
+def _build_snippets_wheel(dest: Path) -> None:
+    """snippets/scripts/build-wheel DEST with this Python (and its `jupyter`); its
+    progress goes to stderr, and it does nothing when the wheel is up to date."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PYTHON": sys.executable}
+    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
+    done = subprocess.run(
+        [str(SNIPPETS_WHEEL_SCRIPT), str(dest)], env=env, stdin=subprocess.DEVNULL, check=False
+    )
+    if done.returncode != 0:
+        raise ImageError(
+            f"could not build the kernelhub-snippets wheel into {dest} "
+            f"({SNIPPETS_WHEEL_SCRIPT.relative_to(REPO_ROOT)} exit {done.returncode}; log above)"
+        )
 
 
 def _hash_sources(context: Path, sources: list[Path]) -> str:

@@ -1,5 +1,6 @@
 """Code snippets in Notebook 7, in headless Chromium: the kernelhub-snippets frontend
-against its server extension, in a local runtime of the embedded default.
+against its server extension, in local runtimes of the embedded default and in a
+Docker runtime of the test image (which installs the wheel, as every runtime image).
 
 Ctrl+Alt+P opens the palette; a search finds a built-in snippet, Enter inserts its cells
 below the active cell, Shift+Enter runs them and the output shows. A malformed file in
@@ -12,10 +13,14 @@ test-artifacts/browser-snippets-*/.
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import httpx
+import pytest
 from browser import (
     ARTIFACTS,
     CELLS,
@@ -27,7 +32,7 @@ from browser import (
     sign_in,
     start_runtime_from_form,
 )
-from harness import HubProcess
+from harness import HubProcess, stop_all_runtimes
 from playwright.sync_api import Locator, Page, expect
 
 PALETTE = ".jp-kh-SnippetPalette"
@@ -58,6 +63,34 @@ tags: [broken]
 print("never listed")
 ```
 """
+
+
+TEST_IMAGE = "kernelhub/runtime-test:latest"
+DOCKER_PREFIX = f"khsnip{secrets.token_hex(3)}"
+DOCKER_CONFIG = f"""
+c.RuntimeCatalog.runtime_types = [
+    {{"name": "cpu", "display_name": "None (CPU)", "image": "{TEST_IMAGE}",
+      "mem_limit": "1G", "cpu_limit": 1.0}},
+]
+c.DockerRuntimeSpawner.prefix = "{DOCKER_PREFIX}"
+c.DockerRuntimeSpawner.drive_name_template = "{DOCKER_PREFIX}-drive-{{username}}"
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
+"""
+
+
+@pytest.fixture(scope="module")
+def docker_hub(hub_factory: Callable[..., HubProcess]) -> Iterator[HubProcess]:
+    """A hub whose runtimes are containers of the test image; they and their drives are
+    removed afterwards."""
+    engine = docker.from_env()
+    engine.images.get(TEST_IMAGE)  # built by scripts/dev test; missing: fail loudly
+    yield hub_factory(config_text=DOCKER_CONFIG, name="docker-snippets", runtimes="docker")
+    for container in engine.containers.list(all=True, filters={"name": DOCKER_PREFIX}):
+        container.remove(force=True)
+    for volume in engine.volumes.list(filters={"name": DOCKER_PREFIX}):
+        volume.remove(force=True)
+    engine.close()
 
 
 def user_snippets_dir(hub: HubProcess, username: str) -> Path:
@@ -96,20 +129,18 @@ def wait_for_output(cell: Locator, pattern: str) -> str:
     return output.inner_text()
 
 
-def test_ctrl_alt_p_finds_inserts_and_runs_a_snippet(
-    hub: HubProcess,
-    username: str,
-    passwords: dict[str, str],
-    user_api: httpx.Client,  # stops the runtime afterwards
-) -> None:
+def insert_and_run_with_ctrl_alt_p(
+    hub: HubProcess, username: str, password: str, artifacts: Path
+) -> str:
+    """Sign in, start a CPU runtime, open a notebook; Ctrl+Alt+P, search "drive space",
+    Enter, Shift+Enter. Returns the code cell's output."""
     blocked: list[str] = []
-    artifacts = ARTIFACTS / "browser-snippets-palette"
     shutil.rmtree(artifacts, ignore_errors=True)
     with chromium() as browser:
         context = loopback_context(browser, blocked)
         page = context.new_page()
         steps = Steps(page, artifacts)
-        sign_in(page, hub.url, username, passwords["user"])
+        sign_in(page, hub.url, username, password)
         page.goto(f"{hub.url}/hub/spawn")
         start_runtime_from_form(page, "cpu")
         notebook = create_notebook(page)
@@ -139,7 +170,7 @@ def test_ctrl_alt_p_finds_inserts_and_runs_a_snippet(
         # below the (empty) active cell: the snippet's markdown cell, then its code cell
         cells = notebook.locator(CELLS)
         expect(cells).to_have_count(3)
-        assert [c.get_attribute("class") or "" for c in cells.all()][1].count("jp-MarkdownCell")
+        expect(cells.nth(1)).to_have_class(re.compile("jp-MarkdownCell"))
         sources = cell_sources(notebook)
         assert sources[0] == ""
         assert sources[1].startswith("kernelhub keeps your home directory")
@@ -149,14 +180,40 @@ def test_ctrl_alt_p_finds_inserts_and_runs_a_snippet(
         # the inserted cells are selected, in command mode: Shift+Enter runs them all
         notebook.keyboard.press("Shift+Enter")
         output = wait_for_output(cells.nth(2), r"drive:\s+/")
-        home = hub.data_dir / "users" / username
-        assert f"drive:  {home}" in output
-        assert f"cwd:    {home}" in output
-        assert re.search(r"free:\s+[\d.]+ GiB", output), output
+        expect(cells.nth(1).locator(".jp-MarkdownOutput")).to_contain_text("that is your drive")
         steps.shot("ran")
         context.close()
 
     assert blocked == [], f"requests left loopback: {blocked}"
+    return output
+
+
+def test_ctrl_alt_p_finds_inserts_and_runs_a_snippet(
+    hub: HubProcess,
+    username: str,
+    passwords: dict[str, str],
+    user_api: httpx.Client,  # stops the runtime afterwards
+) -> None:
+    artifacts = ARTIFACTS / "browser-snippets-palette"
+    output = insert_and_run_with_ctrl_alt_p(hub, username, passwords["user"], artifacts)
+    home = hub.data_dir / "users" / username
+    assert f"drive:  {home}" in output
+    assert f"cwd:    {home}" in output
+    assert re.search(r"free:\s+[\d.]+ GiB", output), output
+
+
+def test_the_test_image_serves_the_snippets_in_a_docker_runtime(
+    docker_hub: HubProcess, username: str, passwords: dict[str, str]
+) -> None:
+    # the runtime images install the wheel: the same flow in a container of the test image
+    artifacts = ARTIFACTS / "browser-snippets-docker"
+    try:
+        output = insert_and_run_with_ctrl_alt_p(docker_hub, username, passwords["user"], artifacts)
+    finally:
+        with docker_hub.api(docker_hub.token(username)) as api:
+            stop_all_runtimes(api, username)
+    assert "drive:  /home/jovyan" in output  # the drive volume, mounted as the home
+    assert re.search(r"free:\s+[\d.]+ GiB", output), output
 
 
 def test_a_malformed_snippet_file_is_reported_and_skipped_and_the_panel_still_works(
