@@ -55,8 +55,8 @@ def deployment() -> Iterator[dict[str, str]]:
         "KERNELHUB_POSTGRES_PASSWORD": secrets.token_hex(12),
         "KERNELHUB_PORT": str(free_port()),
     }
-    started = compose("up", "-d", env=env)
-    try:
+    try:  # cleaned up even when interrupted while coming up (a timeout, Ctrl-C)
+        started = compose("up", "-d", env=env)
         assert started.returncode == 0, started.stderr[-3000:]
         url = f"http://127.0.0.1:{env['KERNELHUB_PORT']}"
         wait_until(lambda: _healthy(url), timeout=120, what="the compose hub to be healthy")
