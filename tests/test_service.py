@@ -17,6 +17,7 @@ from harness import (
     free_port,
     runtime_pids,
     start_runtime,
+    stop_all_runtimes,
     wait_for_process_exit,
     write_test_credentials,
 )
@@ -243,6 +244,10 @@ def test_the_hub_database_can_be_postgresql(
 
     with hub.api(token) as api:
         assert api.get("users/frank").json()["servers"][""]["ready"] is True
+        stop_all_runtimes(api, "frank")
+    # now, while its database still runs (the server outlives this test only), so that
+    # the hub takes its proxy and quota service down with it
+    hub.stop(signal.SIGINT)
     assert not (hub.data_dir / "jupyterhub.sqlite").exists()
     assert "PostgresqlImpl" in hub.log()
     assert "GPU sampling is off" in hub.log(), "the quota daemon ran"
