@@ -135,9 +135,18 @@ def insert_and_run_with_ctrl_alt_p(
     """Sign in, start a CPU runtime, open a notebook; Ctrl+Alt+P, search "drive space",
     Enter, Shift+Enter. Returns the code cell's output."""
     blocked: list[str] = []
+    errors: list[str] = []  # the extension's errors in the browser console, on any page
     shutil.rmtree(artifacts, ignore_errors=True)
     with chromium() as browser:
         context = loopback_context(browser, blocked)
+        context.on(
+            "console",
+            lambda message: (
+                errors.append(message.text)
+                if message.type == "error" and re.search("snippet", message.text, re.I)
+                else None
+            ),
+        )
         page = context.new_page()
         steps = Steps(page, artifacts)
         sign_in(page, hub.url, username, password)
@@ -185,6 +194,7 @@ def insert_and_run_with_ctrl_alt_p(
         context.close()
 
     assert blocked == [], f"requests left loopback: {blocked}"
+    assert errors == [], errors
     return output
 
 
