@@ -279,6 +279,7 @@ def _add_operator_service(c: Config, token: str) -> None:
 # --- kernelhub-quotad (quota daemon) registration: begin ---------------------------
 QUOTA_SERVICE = "kernelhub-quotas"
 QUOTA_DB_FILE = "quotas.sqlite"
+MIN_SERVICE_TOKEN = 32  # characters of a shared secret: `openssl rand -hex 16` or longer
 # only what the service does: list users, read them (groups decide rules, activity
 # decides idleness; the quota API looks users up), read and stop servers, and read
 # kernel execution state through the proxy (access:servers)
@@ -290,6 +291,9 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
 
     On by default; KERNELHUB_QUOTAS=0 (or c.JupyterHub.services naming it already)
     leaves it out. KERNELHUB_QUOTA_ARGS adds daemon options (e.g. "--interval 1").
+    KERNELHUB_QUOTAD_URL (with KERNELHUB_QUOTAD_TOKEN) registers a daemon that runs
+    elsewhere instead, as the compose deployment's `quotad` service, which sees the
+    host's GPUs and processes.
     """
     state_path = data_dir / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -302,6 +306,20 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
     db_url = os.environ.get("KERNELHUB_QUOTA_DB_URL") or f"sqlite:///{data_dir / QUOTA_DB_FILE}"
     if "db_url" not in c.QuotaGate:
         c.QuotaGate.db_url = db_url  # spawns are checked against the daemon's store
+    roles = list(c.JupyterHub.get("load_roles", []))
+    roles.append({"name": QUOTA_SERVICE, "scopes": QUOTA_SCOPES, "services": [QUOTA_SERVICE]})
+    c.JupyterHub.load_roles = roles
+    external = os.environ.get("KERNELHUB_QUOTAD_URL")
+    if external:
+        token = os.environ.get("KERNELHUB_QUOTAD_TOKEN", "")
+        if len(token) < MIN_SERVICE_TOKEN:
+            raise StartupError(
+                f"KERNELHUB_QUOTAD_URL is set: KERNELHUB_QUOTAD_TOKEN must be the quota "
+                f"daemon's API token, at least {MIN_SERVICE_TOKEN} characters"
+            )
+        service = {"name": QUOTA_SERVICE, "url": external, "api_token": token, "display": False}
+        c.JupyterHub.services = [*services, service]
+        return port
     bind = urlparse(c.JupyterHub.bind_url)
     public = f"http://127.0.0.1:{bind.port or 80}" if bind.hostname in ("0.0.0.0", "::") else None
     # the URL may hold a database password: the environment, never the logged command
@@ -318,9 +336,6 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
         }
     )
     c.JupyterHub.services = services
-    roles = list(c.JupyterHub.get("load_roles", []))
-    roles.append({"name": QUOTA_SERVICE, "scopes": QUOTA_SCOPES, "services": [QUOTA_SERVICE]})
-    c.JupyterHub.load_roles = roles
     return port
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -61,7 +62,9 @@ CONFIG_PROBLEMS = [
 ]
 
 
-def run_up(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_up(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [KERNELHUB, "up", *args],
         capture_output=True,
@@ -69,6 +72,7 @@ def run_up(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         timeout=timeout,
         stdin=subprocess.DEVNULL,
         check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -121,6 +125,17 @@ def test_unusable_stored_passwords_are_one_clear_line(
     result = run_up("--data-dir", str(data_dir), "--port", str(free_port()))
     assert_one_clear_line(result, fragment)
     assert "delete it to generate new passwords" in result.stderr
+
+
+@pytest.mark.parametrize("token", ["", "short-s3cret"])
+def test_an_external_quota_daemon_without_a_usable_token_is_one_clear_line(
+    tmp_path: Path, passwords: dict[str, str], token: str
+) -> None:
+    write_test_credentials(tmp_path / "data", passwords["user"], passwords["admin"])
+    env = {"KERNELHUB_QUOTAD_URL": "http://127.0.0.1:9", "KERNELHUB_QUOTAD_TOKEN": token}
+    result = run_up("--data-dir", str(tmp_path / "data"), "--port", str(free_port()), env=env)
+    assert_one_clear_line(result, "KERNELHUB_QUOTAD_TOKEN must be the quota daemon's API token")
+    assert "s3cret" not in result.stderr + result.stdout
 
 
 def test_a_port_in_use_is_one_clear_line(tmp_path: Path, passwords: dict[str, str]) -> None:

@@ -4,6 +4,7 @@
 c = get_config()  # noqa: F821
 
 c.JupyterHub.hub_ip = "0.0.0.0"
+c.JupyterHub.hub_port = 8081  # where the quotad service finds the hub's API
 c.JupyterHub.hub_connect_ip = "hub"
 c.DockerRuntimeSpawner.network_name = "kernelhub-runtimes"
 c.DockerRuntimeSpawner.use_internal_ip = True
