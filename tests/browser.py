@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,6 +89,19 @@ def loopback_context(browser: Browser, blocked: list[str] | None = None) -> Brow
     return context
 
 
+@contextmanager
+def browser_session(
+    artifacts: Path, blocked: list[str] | None = None
+) -> Iterator[tuple[BrowserContext, Page, Steps]]:
+    """Chromium, a loopback-only context (see `loopback_context`) and its first page;
+    screenshots go to ``artifacts``, emptied first."""
+    shutil.rmtree(artifacts, ignore_errors=True)
+    with chromium() as browser:
+        context = loopback_context(browser, blocked)
+        page = context.new_page()
+        yield context, page, Steps(page, artifacts)
+
+
 class Steps:
     """Numbered full-page screenshots of a test's steps: 01-name.png, 02-name.png, ..."""
 
@@ -140,6 +154,14 @@ def start_runtime_from_form(
     choice.check()
     form.locator('[type="submit"]').click()
     wait_for_tree(page, timeout_ms)
+
+
+def open_cpu_notebook(page: Page, hub_url: str, username: str, password: str) -> Page:
+    """Local sign-in, "None (CPU)" on the runtime form, then New notebook; its tab."""
+    sign_in(page, hub_url, username, password)
+    page.goto(f"{hub_url}/hub/spawn")
+    start_runtime_from_form(page, "cpu")
+    return create_notebook(page)
 
 
 def wait_for_tree(page: Page, timeout_ms: float = SERVER_START_TIMEOUT) -> None:

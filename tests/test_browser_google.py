@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 from browser import (
     ARTIFACTS,
     Steps,
-    chromium,
+    browser_session,
     create_notebook,
-    loopback_context,
     run_cell,
     save_notebook,
     start_runtime_from_form,
@@ -48,15 +46,13 @@ def sign_in_with_google(
 def test_google_sign_in_to_a_saved_notebook_and_out_again(google: GoogleHub) -> None:
     user, email = "judy", f"judy@{GOOGLE_DOMAIN}"
     google.provider.set_user(email, **google_user(email))
-    artifacts = ARTIFACTS / "browser-google"
-    shutil.rmtree(artifacts, ignore_errors=True)
     blocked: list[str] = []
-    with chromium() as browser, google.hub.api(google.hub.token(user)) as api:
+    artifacts = ARTIFACTS / "browser-google"
+    with (
+        browser_session(artifacts, blocked) as (context, page, steps),
+        google.hub.api(google.hub.token(user)) as api,
+    ):
         try:
-            context = loopback_context(browser, blocked)
-            page = context.new_page()
-            steps = Steps(page, artifacts)
-
             sign_in_with_google(page, google, email, steps, blocked)
             page.get_by_text("Change runtime type").first.wait_for()
             steps.shot("change-runtime-type")

@@ -8,15 +8,11 @@ test_browser_google.py for the Google sign-in version).
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 from browser import (
     ARTIFACTS,
-    Steps,
-    chromium,
+    browser_session,
     create_notebook,
-    loopback_context,
     run_cell,
     save_notebook,
     sign_in,
@@ -33,13 +29,8 @@ def test_a_notebook_is_created_run_saved_and_kept_after_sign_out(
     user_api: httpx.Client,  # stops the runtime afterwards
 ) -> None:
     blocked: list[str] = []
-    with chromium() as browser:
-        context = loopback_context(browser, blocked)
-        page = context.new_page()
-        artifacts = ARTIFACTS / "browser-local"
-        shutil.rmtree(artifacts, ignore_errors=True)
-        steps = Steps(page, artifacts)
-
+    artifacts = ARTIFACTS / "browser-local"
+    with browser_session(artifacts, blocked) as (context, page, steps):
         sign_in(page, hub.url, username, passwords["user"])
         page.goto(f"{hub.url}/hub/spawn")
         steps.shot("runtime-form")

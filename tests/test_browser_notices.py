@@ -9,16 +9,12 @@ Screenshots go to test-artifacts/browser-notices/.
 
 from __future__ import annotations
 
-import shutil
-
 import httpx
 from browser import (
     ACTION_TIMEOUT,
     ARTIFACTS,
-    Steps,
-    chromium,
+    browser_session,
     create_notebook,
-    loopback_context,
     sign_in,
     start_runtime_from_form,
 )
@@ -35,16 +31,11 @@ def test_a_pending_idle_warning_shows_in_the_notebook_once(
     passwords: dict[str, str],
     user_api: httpx.Client,  # stops the runtime afterwards
 ) -> None:
-    with chromium() as browser:
-        context = loopback_context(browser)
-        page = context.new_page()
-        artifacts = ARTIFACTS / "browser-notices"
-        shutil.rmtree(artifacts, ignore_errors=True)
-        steps = Steps(page, artifacts)
-
+    with browser_session(ARTIFACTS / "browser-notices") as (_, page, steps):
         sign_in(page, hub.url, username, passwords["user"])
         page.goto(f"{hub.url}/hub/spawn")
         start_runtime_from_form(page, "cpu")
+        # as the daemon records a warning about this running runtime
         with QuotaStore.open(f"sqlite:///{hub.data_dir / 'quotas.sqlite'}") as store:
             store.record_event(username, "", "cpu", "warn", "idle", WARNING)
             store.record_event(username, "other", "cpu", "warn", "idle", "not this runtime's")

@@ -14,24 +14,13 @@ from __future__ import annotations
 
 import re
 import secrets
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
 import httpx
 import pytest
-from browser import (
-    ARTIFACTS,
-    CELLS,
-    DIALOG,
-    Steps,
-    chromium,
-    create_notebook,
-    loopback_context,
-    sign_in,
-    start_runtime_from_form,
-)
+from browser import ARTIFACTS, CELLS, DIALOG, browser_session, open_cpu_notebook
 from harness import HubProcess, stop_all_runtimes
 from playwright.sync_api import Locator, Page, expect
 
@@ -136,9 +125,7 @@ def insert_and_run_with_ctrl_alt_p(
     Enter, Shift+Enter. Returns the code cell's output."""
     blocked: list[str] = []
     errors: list[str] = []  # the extension's errors in the browser console, on any page
-    shutil.rmtree(artifacts, ignore_errors=True)
-    with chromium() as browser:
-        context = loopback_context(browser, blocked)
+    with browser_session(artifacts, blocked) as (context, page, steps):
         context.on(
             "console",
             lambda message: (
@@ -147,12 +134,7 @@ def insert_and_run_with_ctrl_alt_p(
                 else None
             ),
         )
-        page = context.new_page()
-        steps = Steps(page, artifacts)
-        sign_in(page, hub.url, username, password)
-        page.goto(f"{hub.url}/hub/spawn")
-        start_runtime_from_form(page, "cpu")
-        notebook = create_notebook(page)
+        notebook = open_cpu_notebook(page, hub.url, username, password)
         steps.page = notebook
         assert cell_sources(notebook) == [""]
 
@@ -238,15 +220,8 @@ def test_a_malformed_snippet_file_is_reported_and_skipped_and_the_panel_still_wo
     (folder / "broken.md").write_text(MALFORMED_SNIPPET)
     blocked: list[str] = []
     artifacts = ARTIFACTS / "browser-snippets-panel"
-    shutil.rmtree(artifacts, ignore_errors=True)
-    with chromium() as browser:
-        context = loopback_context(browser, blocked)
-        page = context.new_page()
-        steps = Steps(page, artifacts)
-        sign_in(page, hub.url, username, passwords["user"])
-        page.goto(f"{hub.url}/hub/spawn")
-        start_runtime_from_form(page, "cpu")
-        notebook = create_notebook(page)
+    with browser_session(artifacts, blocked) as (context, page, steps):
+        notebook = open_cpu_notebook(page, hub.url, username, passwords["user"])
         steps.page = notebook
 
         # the panel: one skipped file, named with its reason, and every good snippet
