@@ -449,15 +449,20 @@ def test_frontend_unit_tests_pass() -> None:
     assert summary and summary.group(1) == summary.group(2), report[-2000:]
 
 
-def test_the_wheel_ships_the_prebuilt_frontend_and_enables_both_parts(tmp_path: Path) -> None:
-    build = subprocess.run(
-        [str(SNIPPETS / "scripts" / "build-wheel"), str(tmp_path)],
+def build_wheel(dest: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """snippets/scripts/build-wheel DEST, with the dev virtualenv's tools."""
+    return subprocess.run(
+        [str(SNIPPETS / "scripts" / "build-wheel"), str(dest)],
         env={**with_venv_on_path(), "PYTHON": sys.executable},
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_the_wheel_ships_the_prebuilt_frontend_and_enables_both_parts(tmp_path: Path) -> None:
+    build = build_wheel(tmp_path, timeout=600)
     assert build.returncode == 0, build.stderr[-4000:]
     [wheel] = tmp_path.glob("kernelhub_snippets-*.whl")
     data = f"kernelhub_snippets-{kernelhub_snippets.__version__}.data/data"
@@ -478,14 +483,7 @@ def test_the_wheel_ships_the_prebuilt_frontend_and_enables_both_parts(tmp_path: 
     # built in any checkout, the same bytes: nothing names the folder it was built in
     assert not [t for t in texts if str(ROOT).encode() in t]
     # and a second build with nothing changed does nothing
-    again = subprocess.run(
-        [str(SNIPPETS / "scripts" / "build-wheel"), str(tmp_path)],
-        env={**with_venv_on_path(), "PYTHON": sys.executable},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    again = build_wheel(tmp_path, timeout=60)
     assert again.returncode == 0 and again.stderr == ""
     assert [p.name for p in tmp_path.glob("*.whl")] == [wheel.name]
 
