@@ -17,8 +17,10 @@ counted), not wall time: the benchmark machine is shared.
   processes   ``ProcessScanner`` on a fake /proc (its ``proc`` seam) of 100 x
               --processes entries in a temp dir: a root process with a local
               runtime's environment and children, as the scanner sees a real
-              host's local runtimes. The host's real /proc scan (none of its
-              processes are runtimes) is timed on its own, for scale.
+              host's local runtimes. Read every 5 s (the daemon's default
+              --process-interval: CPU time is a running total), GPUs every
+              cycle. The host's real /proc scan (none of its processes are
+              runtimes) is timed on its own, for scale.
   store       SQLite (WAL) in a temp dir, migrated; a default rule (idle 60 min,
               sessions 24 h), so every runtime passes the policy code.
 

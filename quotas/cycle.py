@@ -31,6 +31,10 @@ class Track:
     last_cycle: datetime | None = None
     cpu_total: float | None = None  # cumulative CPU seconds at the last cycle
     cpu_pending: float = 0.0  # CPU seconds since last_time, not yet written
+    # (time, CPU seconds) at the last process scan, and the cores used since the one before
+    cpu_scanned: tuple[float, float] | None = None
+    cpu_fraction: float | None = None
+    usage: Any = None  # the scan result last folded in (scans are rarer than cycles)
     util_seconds: float = 0.0  # GPU utilization x seconds since last_time
     # (time, GPU util), each above all later ones: the max since t is the first at/after t
     gpu_utils: deque[tuple[datetime, float]] = field(default_factory=deque)

@@ -48,6 +48,7 @@ DEFAULT_RUNTIME_TYPE = "cpu"
 # after a restart, a runtime's gap since its cursor is accounted at most this far back:
 # the runtime held its GPUs meanwhile, but a daemon down for days should not guess
 MAX_BACKFILL = timedelta(hours=1)
+DEFAULT_PROCESS_INTERVAL = DEFAULT_INTERVAL  # seconds between /proc scans, at most
 RULES_TTL = 10.0  # seconds a rule change may take to apply: one query, not one per cycle
 
 
@@ -61,6 +62,7 @@ class QuotaDaemon:
         *,
         interval: float = DEFAULT_INTERVAL,
         account_period: float = 0.0,
+        process_interval: float = DEFAULT_PROCESS_INTERVAL,
         scanner: ProcessScanner | None = None,
         metrics: QuotaMetrics | None = None,
         default_limits: Rule | None = None,
@@ -75,6 +77,10 @@ class QuotaDaemon:
         self.account_period = account_period
         self.rules_ttl = RULES_TTL
         self._rules: tuple[float, list[Rule]] | None = None
+        # processes (CPU time, memory, connections) are read at most this often: CPU time
+        # is a running total, so reading it less often than the GPUs loses nothing
+        self.process_interval = process_interval
+        self._scanned: tuple[float, dict[str, RuntimeUsage]] | None = None
         self.scanner = scanner or ProcessScanner(hub.api_url)
         self.metrics = metrics or QuotaMetrics()
         # the operator's command-line defaults, where the store holds no default rule
@@ -114,7 +120,7 @@ class QuotaDaemon:
         servers, sample, usages, rules = await asyncio.gather(
             self.hub.servers(),
             self._sample(),
-            run_blocking(self.scanner.scan),
+            self._usages(),
             self._current_rules(),
         )
         for gpu in sample.gpus:
@@ -158,6 +164,13 @@ class QuotaDaemon:
         if key not in cache:
             cache[key] = limits_of(rules, server, self.default_limits)
         return cache[key]
+
+    async def _usages(self) -> dict[str, RuntimeUsage]:
+        now = self.clock.now()
+        # a little slack: a cycle that starts a hair early still scans on schedule
+        if self._scanned is None or now - self._scanned[0] >= self.process_interval - 0.05:
+            self._scanned = (now, await run_blocking(self.scanner.scan))
+        return self._scanned[1]
 
     async def _current_rules(self) -> list[Rule]:
         now = self.clock.now()
@@ -257,6 +270,12 @@ class QuotaDaemon:
         if cpu_now is not None and track.cpu_total is not None:
             track.cpu_pending += max(0.0, cpu_now - track.cpu_total)  # exits can lower the sum
         track.cpu_total = cpu_now
+        if runtime.usage is not None and runtime.usage is not track.usage:  # a new scan
+            t, scanned = now.timestamp(), track.cpu_scanned
+            if scanned is not None and cpu_now is not None and t > scanned[0]:
+                track.cpu_fraction = max(0.0, cpu_now - scanned[1]) / (t - scanned[0])
+            track.cpu_scanned = (t, cpu_now) if cpu_now is not None else None
+            track.usage = runtime.usage
         segment = (now - (track.last_cycle or now)).total_seconds()
         track.util_seconds += (util or 0.0) * max(0.0, segment)
         track.last_cycle = now
@@ -358,7 +377,9 @@ class QuotaDaemon:
 
     def _observation(self, runtime: Runtime, now: datetime) -> Any:
         """What observers see; built only when an observer listens."""
-        return observation(runtime, now) if self.observers else None
+        if not self.observers:
+            return None
+        return observation(runtime, now, self._tracks[runtime.key].cpu_fraction)
 
     async def _detect(self, runtime: Runtime, observation: Any) -> None:
         decision = self.detector.observe(observation)

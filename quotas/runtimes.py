@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import resource
@@ -55,6 +56,7 @@ class Owner:
     runtime_type: str = ""
     gpus: tuple[str, ...] = ()  # GPU indexes or UUIDs, as the spawner assigned them
     container: str | None = None  # container id for Docker runtimes
+    cpu_cores: float | None = None  # cores it may use, where limited (a container's limit)
 
     @property
     def key(self) -> str:
@@ -303,12 +305,17 @@ def _owner_from_labels(container: str, lookup: LabelLookup) -> Owner | None:
     if not labels or f"{LABEL_PREFIX}.user" not in labels:
         return None  # not a kernelhub runtime (or gone)
     gpus = tuple(g for g in labels.get(f"{LABEL_PREFIX}.gpus", "").split(",") if g)
+    try:
+        cores = float(labels.get(f"{LABEL_PREFIX}.cpu-limit") or "nan")
+    except ValueError:
+        cores = math.nan
     return Owner(
         labels[f"{LABEL_PREFIX}.user"],
         labels.get(f"{LABEL_PREFIX}.server", ""),
         labels.get(f"{LABEL_PREFIX}.runtime-type", ""),
         gpus,
         container,
+        cores if cores > 0 else None,  # NaN (none, or not a number) is not > 0
     )
 
 
@@ -369,9 +376,10 @@ def gpu_positions(gpus: tuple[GpuSample, ...]) -> dict[int, list[int]]:
     return index
 
 
-def observation(runtime: Runtime, now: datetime) -> Any:
+def observation(runtime: Runtime, now: datetime, cpu_fraction: float | None = None) -> Any:
     """The mining detector's ``RuntimeObservation`` of ``runtime``: its GPUs carry only
-    its own processes."""
+    its own processes; ``cpu_fraction`` is the cores it used since the previous scan,
+    judged against its CPU limit (the host's cores where it has none)."""
     from kernelhub.quotas.detector import Endpoint, ProcessInfo, RuntimeObservation
 
     usage, kernels = runtime.usage, runtime.kernels
@@ -386,6 +394,8 @@ def observation(runtime: Runtime, now: datetime) -> Any:
         gpus=gpus,
         processes=[ProcessInfo(*p) for p in usage.processes] if usage else [],
         connections=[Endpoint(*c) for c in usage.connections] if usage else [],
+        cpu_fraction=cpu_fraction,
+        cpu_cores=(usage.owner.cpu_cores if usage else None) or float(os.cpu_count() or 1),
         kernel_busy=kernels.busy if kernels else False,
         last_kernel_activity=(
             kernels.last_activity.timestamp() if kernels and kernels.last_activity else None

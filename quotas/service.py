@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 from tornado import web
 
 from kernelhub.quotas.clock import SystemClock
-from kernelhub.quotas.daemon import DEFAULT_INTERVAL, QuotaDaemon
+from kernelhub.quotas.daemon import DEFAULT_INTERVAL, DEFAULT_PROCESS_INTERVAL, QuotaDaemon
 from kernelhub.quotas.hub_api import HubApi
 from kernelhub.quotas.metrics import CONTENT_TYPE_LATEST, QuotaMetrics
 from kernelhub.quotas.policy import Rule
@@ -83,6 +83,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "still loses no GPU-seconds (the restart accounts from the store's cursor)",
     )
     parser.add_argument(
+        "--process-interval",
+        type=float,
+        default=DEFAULT_PROCESS_INTERVAL,
+        help="seconds between reads of the runtimes' processes (CPU time, memory, "
+        "connections), at most; GPUs are read every --interval",
+    )
+    parser.add_argument(
         "--telemetry", default="nvml", help="nvml, or replay:PATH (a recorded trace, looped)"
     )
     parser.add_argument(
@@ -118,6 +125,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--db-url (or KERNELHUB_QUOTA_DB_URL) is required")
     if args.interval <= 0:
         parser.error("--interval must be > 0")
+    if args.process_interval <= 0:
+        parser.error("--process-interval must be > 0")
     return args
 
 
@@ -201,6 +210,7 @@ async def serve(args: argparse.Namespace) -> None:
         clock,
         interval=args.interval,
         account_period=args.account_period,
+        process_interval=args.process_interval,
         scanner=ProcessScanner(api_url),
         metrics=metrics,
         default_limits=default_rule(args),

@@ -105,6 +105,8 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
             f"{LABEL_PREFIX}.server": self.name,
             f"{LABEL_PREFIX}.runtime-type": self.runtime_type_name,
             f"{LABEL_PREFIX}.gpus": ",".join(self.gpu_ids),
+            # cores it may use: the quota daemon judges "full CPU" against it
+            f"{LABEL_PREFIX}.cpu-limit": f"{self.cpu_limit:g}" if self.cpu_limit else "",
         }
 
     def get_env(self) -> dict[str, str]:

@@ -65,8 +65,9 @@ def deployment() -> Iterator[dict[str, str]]:
     finally:
         logs = compose("logs", "--tail", "80", env=env)
         print(logs.stdout[-8000:])  # shown only when a test fails
-        compose("down", "-v", env=env)
-        _remove_runtimes()
+        _remove_runtimes()  # first: a runtime still on its network would stop `down` there
+        down = compose("down", "-v", env=env)
+        assert down.returncode == 0, down.stderr[-3000:]
 
 
 def _healthy(url: str) -> bool:
@@ -77,13 +78,14 @@ def _healthy(url: str) -> bool:
 
 
 def _remove_runtimes() -> None:
+    """The runtimes and drives of this module's users (USER, and USER + a suffix)."""
     client = docker.from_env()
-    for container in client.containers.list(
-        all=True, filters={"label": f"org.kernelhub.user={USER}"}
-    ):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters={"label": f"org.kernelhub.drive-of={USER}"}):
-        volume.remove(force=True)
+    for container in client.containers.list(all=True, filters={"label": "org.kernelhub.user"}):
+        if container.labels["org.kernelhub.user"].startswith(USER):
+            container.remove(force=True)
+    for volume in client.volumes.list(filters={"label": "org.kernelhub.drive-of"}):
+        if (volume.attrs.get("Labels") or {})["org.kernelhub.drive-of"].startswith(USER):
+            volume.remove(force=True)
 
 
 def hub_token(deployment: dict[str, str], user: str) -> str:

@@ -97,6 +97,7 @@ def test_a_cpu_runtime_is_a_container_with_its_types_limits_and_labels(
     assert labels["org.kernelhub.runtime-type"] == "cpu"
     assert labels["org.kernelhub.server"] == ""
     assert labels["org.kernelhub.gpus"] == ""
+    assert labels["org.kernelhub.cpu-limit"] == "1"  # what the quota daemon judges CPU by
     host = container.attrs["HostConfig"]
     assert host["Memory"] == 1024**3
     assert host["CpuQuota"] == 100_000

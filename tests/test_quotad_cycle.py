@@ -1,0 +1,138 @@
+"""The quota daemon's cycle on its own: processes are read less often than GPUs, and the
+mining detector sees each runtime's CPU use against its CPU limit.
+
+The hub, the process scanner and the detector are stand-ins here (the real ones are
+exercised in test_quotad.py and test_quotad_mining.py); time is a VirtualClock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from kernelhub.quotas.clock import VirtualClock
+from kernelhub.quotas.daemon import QuotaDaemon
+from kernelhub.quotas.hub_api import ServerInfo
+from kernelhub.quotas.replay import ReplayTelemetry
+from kernelhub.quotas.runtimes import Owner, RuntimeUsage, _owner_from_labels
+from kernelhub.quotas.store import QuotaStore
+from kernelhub.quotas.telemetry import TelemetrySample
+
+START = 1_767_225_600.0
+CPU_PER_SCAN = 2.0  # CPU seconds the runtime uses between two scans
+
+
+class OneServerHub:
+    api_url = "http://127.0.0.1:8081/hub/api"
+
+    def __init__(self, started: datetime) -> None:
+        self.server = ServerInfo("ada", "", "cpu", started, started, True, None, "/user/ada/")
+
+    async def servers(self) -> list[ServerInfo]:
+        return [self.server]
+
+    async def kernel_activity(self, server: ServerInfo) -> None:
+        return None
+
+    async def stop_server(self, user: str, server: str) -> bool:
+        return True
+
+    async def close(self) -> None:
+        pass
+
+
+class CountingScanner:
+    """ada's runtime, using CPU_PER_SCAN more CPU seconds at every scan."""
+
+    def __init__(self, owner: Owner) -> None:
+        self.owner, self.scans = owner, 0
+
+    def scan(self) -> dict[str, RuntimeUsage]:
+        self.scans += 1
+        usage = RuntimeUsage(self.owner, pids=[4242], cpu_seconds=CPU_PER_SCAN * self.scans)
+        return {self.owner.key: usage}
+
+
+class RecordingDetector:
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def observe(self, observation: Any) -> Any:
+        self.seen.append(observation)
+        return SimpleNamespace(flagged=False)
+
+    def forget(self, runtime: str) -> None:
+        pass
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[QuotaStore]:
+    with QuotaStore.open(f"sqlite:///{tmp_path / 'quotas.sqlite'}") as opened:
+        yield opened
+
+
+def run_cycles(store: QuotaStore, owner: Owner, cycles: int) -> tuple[CountingScanner, list[Any]]:
+    clock = VirtualClock(START)
+    no_gpus = [TelemetrySample(START + t, ()).to_json_line() for t in range(60)]
+    scanner, detector = CountingScanner(owner), RecordingDetector()
+    daemon = QuotaDaemon(
+        store,
+        ReplayTelemetry(no_gpus, clock, loop=True),
+        OneServerHub(datetime.fromtimestamp(START, UTC) - timedelta(minutes=5)),  # type: ignore[arg-type]
+        clock,
+        interval=1.0,
+        process_interval=5.0,
+        scanner=scanner,  # type: ignore[arg-type]
+        detector=detector,
+    )
+
+    async def go() -> None:
+        for _ in range(cycles):
+            await daemon.run_cycle()
+            clock.advance(1.0)
+
+    asyncio.run(go())
+    return scanner, detector.seen
+
+
+def test_processes_are_read_every_process_interval_while_gpus_are_read_every_cycle(
+    store: QuotaStore,
+) -> None:
+    scanner, seen = run_cycles(store, Owner("ada", ""), cycles=12)
+
+    assert scanner.scans == 3  # at 0, 5 and 10 s
+    assert len(seen) == 12  # the detector still observes every cycle
+
+
+@pytest.mark.parametrize(
+    ("cpu_cores", "expected_cores"),
+    [
+        (1.0, 1.0),  # a container limited to one core
+        (None, None),  # no limit: the host's cores
+    ],
+)
+def test_the_detector_sees_cpu_used_since_the_last_scan_against_the_limit(
+    store: QuotaStore, cpu_cores: float | None, expected_cores: float | None
+) -> None:
+    _, seen = run_cycles(store, Owner("ada", "", cpu_cores=cpu_cores), cycles=12)
+
+    assert [o.cpu_fraction for o in seen[:5]] == [None] * 5  # one scan: no rate yet
+    assert {o.cpu_fraction for o in seen[5:]} == {CPU_PER_SCAN / 5.0}
+    assert {o.cpu_cores for o in seen} == {expected_cores or float(os.cpu_count() or 1)}
+
+
+@pytest.mark.parametrize(
+    ("label", "cores"),
+    [("2", 2.0), ("0.5", 0.5), ("", None), ("lots", None), ("0", None), ("-1", None)],
+)
+def test_a_containers_cpu_limit_comes_from_its_label(label: str, cores: float | None) -> None:
+    labels = {"org.kernelhub.user": "ada", "org.kernelhub.cpu-limit": label}
+    owner = _owner_from_labels("c0ffee", lambda _: labels)
+    assert owner is not None and owner.cpu_cores == cores
