@@ -81,6 +81,7 @@ class QuotaDaemon:
         # is a running total, so reading it less often than the GPUs loses nothing
         self.process_interval = process_interval
         self._scanned: tuple[float, dict[str, RuntimeUsage]] | None = None
+        self._scanned_this_cycle = False
         self.scanner = scanner or ProcessScanner(hub.api_url)
         self.metrics = metrics or QuotaMetrics()
         # the operator's command-line defaults, where the store holds no default rule
@@ -140,12 +141,13 @@ class QuotaDaemon:
         # runtime; the idle rule only those it would warn or stop without kernel state
         judged = [(r, self._limits_of(rules, r.server)) for r in runtimes]
         idles = [idle(r, tracks[r.key], lim, now) for r, lim in judged]
-        asked = (
-            runtimes if self.observers else [r for r, v in zip(runtimes, idles, strict=True) if v]
-        )
+        # observers (the mining detector) judge behaviour over minutes: they look at each
+        # runtime when its processes were read, not at every GPU sample in between
+        observers = self.observers if self._scanned_this_cycle else []
+        asked = runtimes if observers else [r for r, v in zip(runtimes, idles, strict=True) if v]
         await self.kernels.fill(self.hub, asked, self.clock.now())
         for (runtime, limits), verdict in zip(judged, idles, strict=True):
-            for observer in self.observers:
+            for observer in observers:
                 await observer(runtime, self._observation(runtime, now))
             if verdict is not None and runtime.kernels is not None:
                 verdict = idle(runtime, tracks[runtime.key], limits, now)
@@ -168,8 +170,11 @@ class QuotaDaemon:
     async def _usages(self) -> dict[str, RuntimeUsage]:
         now = self.clock.now()
         # a little slack: a cycle that starts a hair early still scans on schedule
-        if self._scanned is None or now - self._scanned[0] >= self.process_interval - 0.05:
+        due = self._scanned is None or now - self._scanned[0] >= self.process_interval - 0.05
+        self._scanned_this_cycle = due
+        if due:
             self._scanned = (now, await run_blocking(self.scanner.scan))
+        assert self._scanned is not None
         return self._scanned[1]
 
     async def _current_rules(self) -> list[Rule]:
