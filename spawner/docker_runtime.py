@@ -30,6 +30,7 @@ from .runtime import RuntimeSpawnerMixin
 
 LABEL_PREFIX = "org.kernelhub"
 DRIVE_MOUNT = "/home/jovyan"
+SITE_SNIPPETS_MOUNT = "/etc/kernelhub/snippets"  # kernelhub-snippets' default site folder
 # an image labelled with a launcher command starts its server through it
 # (images/common/kernelhub-runtime: the same server, a second faster to start)
 LAUNCHER_LABEL = f"{LABEL_PREFIX}.launcher"
@@ -44,6 +45,14 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
         "kernelhub-drive-{username}",
         help="""Name of each user's persistent drive (a Docker volume), mounted at
         /home/jovyan in every runtime of that user. kernelhub never deletes it.""",
+    ).tag(config=True)
+
+    site_snippets_volume = Unicode(
+        "kernelhub-site-snippets",
+        help="""A Docker volume of site-wide code snippets that the hub admin manages,
+        mounted read-only at /etc/kernelhub/snippets in every runtime, where the
+        notebook's snippet library reads them. Docker creates it, empty, if it does
+        not exist. Empty: none.""",
     ).tag(config=True)
 
     gpu_request_mode = CaselessStrEnum(
@@ -89,8 +98,11 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
         return DRIVE_MOUNT
 
     @default("volumes")
-    def _drive_volume(self) -> dict[str, str]:
-        return {self.drive_name_template: DRIVE_MOUNT}
+    def _drive_and_site_snippets(self) -> dict[str, Any]:
+        volumes: dict[str, Any] = {self.drive_name_template: DRIVE_MOUNT}
+        if self.site_snippets_volume:
+            volumes[self.site_snippets_volume] = {"bind": SITE_SNIPPETS_MOUNT, "mode": "ro"}
+        return volumes
 
     async def apply_runtime_type(self, runtime_type: RuntimeType) -> None:
         if not runtime_type.image:

@@ -43,6 +43,7 @@ c.GpuInventory.devices = ["0", "1", "2", "3"]
 c.DockerRuntimeSpawner.gpu_request_mode = "env"
 c.DockerRuntimeSpawner.prefix = "{PREFIX}"
 c.DockerRuntimeSpawner.drive_name_template = "{PREFIX}-drive-{{username}}"
+c.DockerRuntimeSpawner.site_snippets_volume = "{PREFIX}-site-snippets"
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 """
@@ -104,6 +105,45 @@ def test_a_cpu_runtime_is_a_container_with_its_types_limits_and_labels(
     assert host["AutoRemove"] is True
     mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
     assert mounts["/home/jovyan"]["Name"] == f"{PREFIX}-drive-{username}"
+    site = mounts["/etc/kernelhub/snippets"]
+    assert (site["Name"], site["RW"]) == (f"{PREFIX}-site-snippets", False)
+
+
+SITE_SNIPPET = """---
+title: Our cluster's shared datasets
+category: Site
+---
+
+```python
+print("datasets live in /data")
+```
+"""
+
+
+def test_the_admins_site_snippets_reach_every_runtime_read_only(
+    docker_hub: HubProcess, engine: docker.DockerClient, api: httpx.Client, username: str
+) -> None:
+    # the admin fills the site volume (here through a throwaway container)
+    engine.containers.run(
+        TEST_IMAGE,
+        ["sh", "-c", 'printf "%s" "$SNIPPET" > /site/shared-datasets.md'],
+        environment={"SNIPPET": SITE_SNIPPET},
+        volumes={f"{PREFIX}-site-snippets": {"bind": "/site", "mode": "rw"}},
+        entrypoint=[],
+        user="root",
+        remove=True,
+    )
+    model = start_runtime(api, username, "", "cpu")
+
+    listed = api.get(f"{docker_hub.url}{model['url']}kernelhub-snippets/snippets")
+    assert listed.status_code == 200, listed.text
+    site = [s for s in listed.json()["snippets"] if s["source"] == "site"]
+    assert [(s["id"], s["title"]) for s in site] == [
+        ("shared-datasets", "Our cluster's shared datasets")
+    ]
+    (container,) = containers_of(engine, username)
+    written = container.exec_run(["sh", "-c", "touch /etc/kernelhub/snippets/x"])
+    assert written.exit_code != 0 and b"Read-only" in written.output
 
 
 def test_a_type_whose_image_is_not_built_is_shown_disabled_and_refused(
