@@ -1,7 +1,7 @@
 # CI's config for the compose deployment: the production one, with runtime types that
 # use the small test image (the ML images take too long to build for every CI run).
 c = get_config()  # noqa: F821
-load_subconfig("compose_base.py")  # noqa: F821  (hub/compose/kernelhub_config.py)
+load_subconfig("compose_base.py")  # noqa: F821  (images/hub/kernelhub_config.py)
 
 c.RuntimeCatalog.runtime_types = [
     {

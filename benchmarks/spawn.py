@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from harness import HubProcess, free_port, write_test_credentials
 
-from kernelhub.docker_engine import check_engine
+from kernelhub.runtimes.engine import check_engine
 
 IMAGE = "kernelhub/runtime-test:latest"
 MEM_LIMIT = "1G"

@@ -10,13 +10,13 @@ from click.core import ParameterSource
 from traitlets import TraitError
 
 from kernelhub import __version__
-from kernelhub.cli_options import data_dir_option
-from kernelhub.drive_cli import drive
-from kernelhub.images_cli import images
-from kernelhub.launch import StartupError, UpOptions, build_config, run_hub
-from kernelhub.quotas.cli import quota
-from kernelhub.runtime_cli import runtime
-from kernelhub.token_cli import token
+from kernelhub.clients.drive import drive
+from kernelhub.clients.images import images
+from kernelhub.clients.options import data_dir_option
+from kernelhub.clients.quota import quota
+from kernelhub.clients.runtime import runtime
+from kernelhub.clients.token import token
+from kernelhub.launcher.up import StartupError, UpOptions, build_config, run_hub
 
 ENV_HELP = """\b
 Environment variables (each is the same as its flag):
@@ -121,8 +121,8 @@ def up(
 
 def _validate_kernelhub_config(config: object) -> None:
     """Instantiate kernelhub's configurables once so bad values fail before start."""
-    from kernelhub.catalog import RuntimeCatalog
-    from kernelhub.gpus import GpuInventory
+    from kernelhub.runtimes.catalog import RuntimeCatalog
+    from kernelhub.runtimes.gpus import GpuInventory
 
     try:
         RuntimeCatalog(config=config)

@@ -33,8 +33,8 @@ from kernelhub.quotas.api_model import (
     summary,
     usage_json,
 )
-from kernelhub.quotas.client import HubLookupError
 from kernelhub.quotas.clock import Clock, SystemClock
+from kernelhub.quotas.hub_api import HubLookupError
 from kernelhub.quotas.policy import Scope, week_start
 from kernelhub.quotas.store import QuotaStore, Usage
 
@@ -281,11 +281,11 @@ def make_app(
 ) -> web.Application:
     """The service's tornado app; routes under ``{prefix}api/``.
 
-    ``lookup_user`` returns a user's hub model or ``None`` (``client.HubUsers.get``);
+    ``lookup_user`` returns a user's hub model or ``None`` (``hub_api.HubUsers.get``);
     by default it asks the hub with the service's own token.
     """
     if lookup_user is None:
-        from kernelhub.quotas.client import HubUsers
+        from kernelhub.quotas.hub_api import HubUsers
 
         lookup_user = HubUsers(hub_auth.api_url, hub_auth.api_token).get
     ctx = Context(store, hub_auth, lookup_user, clock or SystemClock())

@@ -9,6 +9,7 @@ state comes from each server's ``/api/kernels`` through the proxy, which needs
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,9 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from tornado.httpclient import AsyncHTTPClient
 
-from kernelhub.runtime_types import RUNTIME_OPTION
+from kernelhub.contract import RUNTIME_OPTION, runtime_key
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class ServerInfo:
     @cached_property
     def key(self) -> str:
         """``user/server``: the runtime's key in the store and in every map of the daemon."""
-        return f"{self.user}/{self.name}"
+        return runtime_key(self.user, self.name)
 
 
 @dataclass(frozen=True)
@@ -186,3 +188,44 @@ def _time(value: Any) -> datetime | None:
         return None
     # the hub writes ISO 8601 with "Z"; fromisoformat reads "Z" from Python 3.11 on
     return datetime.fromisoformat(str(value))
+
+
+class HubLookupError(Exception):
+    """The hub could not be asked (down, or it refused the service's token)."""
+
+
+class HubUsers:
+    """Looks users up in the hub's REST API with the service's own token.
+
+    The service needs the hub's ``read:users`` scope (``list:users`` too, for the
+    admin UI of the future); the token is the ``api_token`` of its service entry.
+    """
+
+    def __init__(self, api_url: str, token: str, timeout: float = 10.0) -> None:
+        self.api_url = api_url.rstrip("/")
+        self._token = token
+        self._timeout = timeout
+
+    async def get(self, name: str) -> dict[str, Any] | None:
+        """The hub's user model of ``name``; ``None`` when there is no such user."""
+        if name in ("", ".", ".."):
+            return None  # a path segment a proxy would normalise into another URL
+        response = await AsyncHTTPClient().fetch(
+            f"{self.api_url}/users/{quote(name, safe='')}",
+            headers={"Authorization": f"token {self._token}"},
+            request_timeout=self._timeout,
+            raise_error=False,
+        )
+        if response.code == 404:
+            return None
+        if response.code == 599 or response.code >= 400:
+            reason = response.error or response.reason
+            raise HubLookupError(f"the hub answered {response.code} ({reason})")
+        model = json.loads(response.body)
+        # anything but this user's own model (e.g. a redirect target) means no such user
+        if not isinstance(model, dict) or model.get("name") != name:
+            return None
+        return model
+
+    async def exists(self, name: str) -> bool:
+        return await self.get(name) is not None

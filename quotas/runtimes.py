@@ -3,7 +3,7 @@
 Two ways a process belongs to a runtime:
 
 * Docker: ``/proc/<pid>/cgroup`` names the container (64 hex digits); the
-  container's ``org.kernelhub.*`` labels say whose runtime it is.
+  container's labels (kernelhub.contract) say whose runtime it is.
 * Local: a runtime's server is started with ``JUPYTERHUB_USER`` and
   ``JUPYTERHUB_SERVER_NAME`` in its environment, and its kernels are its
   descendants; ``JUPYTERHUB_API_URL`` tells apart the runtimes of several hubs
@@ -29,6 +29,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from kernelhub.contract import (
+    CPU_LIMIT_LABEL,
+    GPUS_LABEL,
+    RUNTIME_TYPE_ENV,
+    RUNTIME_TYPE_LABEL,
+    SERVER_LABEL,
+    USER_LABEL,
+    runtime_key,
+)
 from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
 from kernelhub.quotas.policy import SESSION_WARNING
 from kernelhub.quotas.procfs import read_bytes as _read_bytes
@@ -37,7 +46,6 @@ from kernelhub.quotas.procfs import readlink as _readlink
 from kernelhub.quotas.procfs import tcp_table as _tcp_table
 from kernelhub.quotas.telemetry import GpuSample
 
-LABEL_PREFIX = "org.kernelhub"
 CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # unclassified PIDs are re-checked this often (cycles): a PID may be reused
 RECHECK_CYCLES = 120
@@ -60,7 +68,7 @@ class Owner:
 
     @property
     def key(self) -> str:
-        return f"{self.user}/{self.server}"
+        return runtime_key(self.user, self.server)
 
 
 @dataclass
@@ -222,7 +230,7 @@ class ProcessScanner:
         return Owner(
             env["JUPYTERHUB_USER"],
             env["JUPYTERHUB_SERVER_NAME"],
-            env.get("KERNELHUB_RUNTIME_TYPE", ""),
+            env.get(RUNTIME_TYPE_ENV, ""),
             gpus,
         )
 
@@ -302,17 +310,17 @@ class ProcessScanner:
 
 def _owner_from_labels(container: str, lookup: LabelLookup) -> Owner | None:
     labels = lookup(container)
-    if not labels or f"{LABEL_PREFIX}.user" not in labels:
+    if not labels or USER_LABEL not in labels:
         return None  # not a kernelhub runtime (or gone)
-    gpus = tuple(g for g in labels.get(f"{LABEL_PREFIX}.gpus", "").split(",") if g)
+    gpus = tuple(g for g in labels.get(GPUS_LABEL, "").split(",") if g)
     try:
-        cores = float(labels.get(f"{LABEL_PREFIX}.cpu-limit") or "nan")
+        cores = float(labels.get(CPU_LIMIT_LABEL) or "nan")
     except ValueError:
         cores = math.nan
     return Owner(
-        labels[f"{LABEL_PREFIX}.user"],
-        labels.get(f"{LABEL_PREFIX}.server", ""),
-        labels.get(f"{LABEL_PREFIX}.runtime-type", ""),
+        labels[USER_LABEL],
+        labels.get(SERVER_LABEL, ""),
+        labels.get(RUNTIME_TYPE_LABEL, ""),
         gpus,
         container,
         cores if cores > 0 else None,  # NaN (none, or not a number) is not > 0

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from tornado import web
 
+from kernelhub.contract import QUOTA_DB_ENV
 from kernelhub.quotas.clock import SystemClock
 from kernelhub.quotas.daemon import DEFAULT_INTERVAL, DEFAULT_PROCESS_INTERVAL, QuotaDaemon
 from kernelhub.quotas.hub_api import HubApi
@@ -73,7 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="kernelhub-quotad", description="kernelhub's GPU quota daemon (a JupyterHub service)"
     )
-    parser.add_argument("--db-url", default=os.environ.get("KERNELHUB_QUOTA_DB_URL"))
+    parser.add_argument("--db-url", default=os.environ.get(QUOTA_DB_ENV))
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, help="seconds")
     parser.add_argument(
         "--account-period",

@@ -21,19 +21,23 @@ from docker.types import DeviceRequest
 from dockerspawner import DockerSpawner
 from traitlets import CaselessStrEnum, Unicode, default
 
-from kernelhub.drives import DRIVE_LABEL
-from kernelhub.errors import http_refusal
+from kernelhub.contract import (
+    CPU_LIMIT_LABEL,
+    DRIVE_LABEL,
+    GPUS_LABEL,
+    LAUNCHER_LABEL,
+    RUNTIME_TYPE_LABEL,
+    SERVER_LABEL,
+    USER_LABEL,
+)
 from kernelhub.executor import blocking_pool
-from kernelhub.runtime_types import RuntimeType
+from kernelhub.hubapp.errors import http_refusal
+from kernelhub.runtimes.types import RuntimeType
 
 from .runtime import RuntimeSpawnerMixin
 
-LABEL_PREFIX = "org.kernelhub"
 DRIVE_MOUNT = "/home/jovyan"
 SITE_SNIPPETS_MOUNT = "/etc/kernelhub/snippets"  # kernelhub-snippets' default site folder
-# an image labelled with a launcher command starts its server through it
-# (images/common/kernelhub-runtime: the same server, a second faster to start)
-LAUNCHER_LABEL = f"{LABEL_PREFIX}.launcher"
 
 
 class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
@@ -113,12 +117,12 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
 
     def runtime_labels(self) -> dict[str, str]:
         return {
-            f"{LABEL_PREFIX}.user": self.user.name,
-            f"{LABEL_PREFIX}.server": self.name,
-            f"{LABEL_PREFIX}.runtime-type": self.runtime_type_name,
-            f"{LABEL_PREFIX}.gpus": ",".join(self.gpu_ids),
+            USER_LABEL: self.user.name,
+            SERVER_LABEL: self.name,
+            RUNTIME_TYPE_LABEL: self.runtime_type_name,
+            GPUS_LABEL: ",".join(self.gpu_ids),
             # cores it may use: the quota daemon judges "full CPU" against it
-            f"{LABEL_PREFIX}.cpu-limit": f"{self.cpu_limit:g}" if self.cpu_limit else "",
+            CPU_LIMIT_LABEL: f"{self.cpu_limit:g}" if self.cpu_limit else "",
         }
 
     def get_env(self) -> dict[str, str]:
@@ -165,8 +169,9 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
         return dict(value or {})
 
     async def get_command(self) -> list[str]:
-        """The image's launcher (label org.kernelhub.launcher) in place of its CMD,
-        unless the operator configured `cmd`."""
+        """The image's launcher (its LAUNCHER_LABEL: images/common/kernelhub-runtime,
+        the same server, a second faster to start) in place of its CMD, unless the
+        operator configured `cmd`."""
         if self.cmd:
             return list(await super().get_command())
         config = (await self.docker("inspect_image", self.image))["Config"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-from kernelhub.runtime_types import RuntimeCatalogView
+from kernelhub.runtimes.types import RuntimeCatalogView
 
 
 def render_runtime_form(view: RuntimeCatalogView, selected: str) -> str:

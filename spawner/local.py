@@ -17,7 +17,7 @@ from jupyterhub.slugs import safe_slug
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Unicode, default, validate
 
-from kernelhub.runtime_types import RuntimeType
+from kernelhub.runtimes.types import RuntimeType
 
 from .runtime import RuntimeSpawnerMixin
 

@@ -16,11 +16,12 @@ from jupyterhub.spawner import Spawner
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from traitlets import List, Unicode, default
 
-from kernelhub.catalog import RuntimeCatalog, user_group_names
-from kernelhub.errors import http_refusal
-from kernelhub.gpus import GpuInventory, NoFreeGpu
-from kernelhub.quota_gate import check_quota
-from kernelhub.runtime_types import RUNTIME_OPTION, RuntimeRequestError, RuntimeType
+from kernelhub.contract import RUNTIME_OPTION, RUNTIME_TYPE_ENV, runtime_key
+from kernelhub.hubapp.errors import http_refusal
+from kernelhub.quotagate.gate import check_quota
+from kernelhub.runtimes.catalog import RuntimeCatalog, user_group_names
+from kernelhub.runtimes.gpus import GpuInventory, NoFreeGpu
+from kernelhub.runtimes.types import RuntimeRequestError, RuntimeType
 
 from .form import render_runtime_form
 
@@ -63,7 +64,7 @@ class RuntimeSpawnerMixin(Spawner):
 
     @property
     def gpu_holder(self) -> str:
-        return f"{self.user.name}/{self.name}"
+        return runtime_key(self.user.name, self.name)
 
     @default("options_form")
     def _runtime_options_form(self) -> Any:
@@ -134,7 +135,7 @@ class RuntimeSpawnerMixin(Spawner):
         """Map the admitted runtime type onto backend traits (override per backend)."""
 
     def runtime_env(self) -> dict[str, str]:
-        env = {"KERNELHUB_RUNTIME_TYPE": self.runtime_type_name}
+        env = {RUNTIME_TYPE_ENV: self.runtime_type_name}
         if self.runtime_type_name:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids)
         return env

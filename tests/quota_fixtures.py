@@ -19,8 +19,9 @@ import httpx
 import pytest
 from harness import HubProcess, free_port
 
+from kernelhub.contract import QUOTA_SERVICE as SERVICE_NAME
+from kernelhub.contract import QUOTA_SERVICE_PREFIX as SERVICE_PREFIX
 from kernelhub.quotas.api import make_app
-from kernelhub.quotas.client import SERVICE_NAME, SERVICE_PREFIX
 from kernelhub.quotas.store import QuotaStore
 
 SERVICE_CONFIG = """

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from harness import KERNELHUB, HubProcess, free_port, runtime_pids, wait_until
 
-from kernelhub.credentials import operator_token
-from kernelhub.launch import write_hub_state
+from kernelhub.launcher.credentials import operator_token
+from kernelhub.launcher.up import write_hub_state
 
 CLI_TIMEOUT = 120.0
 PROGRESS_LINE = re.compile(r"\[\s*(\d{1,3})%\] \S.*")

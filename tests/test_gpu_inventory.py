@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from kernelhub.gpus import Discovery, GpuDevice, GpuInventory, NoFreeGpu
+from kernelhub.runtimes.gpus import Discovery, GpuDevice, GpuInventory, NoFreeGpu
 
 FOUR = ["0", "1", "2", "3"]
 NVML_FOUND = Discovery((GpuDevice("0", "NVIDIA H100", 81559),), "nvml")

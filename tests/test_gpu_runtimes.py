@@ -23,7 +23,7 @@ from harness import (
 )
 
 ONE_GPU_CONFIG = """
-from kernelhub.runtime_types import DEFAULT_RUNTIME_TYPES
+from kernelhub.runtimes.types import DEFAULT_RUNTIME_TYPES
 c.GpuInventory.devices = ["0"]
 c.RuntimeCatalog.runtime_types = DEFAULT_RUNTIME_TYPES + [
     {"name": "a100", "display_name": "A100 (ML team)", "gpus": 1,

@@ -22,9 +22,10 @@ import pytest
 from click.testing import CliRunner
 from harness import KERNELHUB
 
-from kernelhub import image_packages as pkgs
-from kernelhub import images as img
-from kernelhub.images_cli import images
+from kernelhub.clients.images import images
+from kernelhub.imagetools import build as img
+from kernelhub.imagetools import packages as pkgs
+from kernelhub.runtimes.engine import find_image
 
 TEST_IMAGE = "kernelhub/runtime-test:latest"
 SKIP_SECONDS = 5.0  # an up-to-date check is a few SDK calls; it measures well under 1s
@@ -77,8 +78,8 @@ def test_image(engine: docker.DockerClient) -> str:
         problem = ""
     if problem:
         pytest.fail(f"{problem}; then run `kernelhub images build test`", pytrace=False)
-    image = img.find_image(engine, TEST_IMAGE)
-    if image is None or image.labels.get(img.HASH_LABEL) != want:
+    image = find_image(engine, TEST_IMAGE)
+    if image is None or image.labels.get(img.SOURCE_HASH_LABEL) != want:
         state = "missing" if image is None else "older than images/"
         pytest.fail(
             f"{TEST_IMAGE} is {state}: run `kernelhub images build test` first", pytrace=False
@@ -352,7 +353,7 @@ def test_packages_and_diff_of_a_missing_image_are_one_line(
     engine: docker.DockerClient, monkeypatch: pytest.MonkeyPatch, command: str
 ) -> None:
     missing = "kernelhub/runtime-test:kernelhub-tests-never-built"
-    assert img.find_image(engine, missing) is None
+    assert find_image(engine, missing) is None
     monkeypatch.setattr(pkgs, "runtime_tag", lambda name: missing)
     result = CliRunner().invoke(images, [command, "test"])
     assert result.exit_code == 1, result.output

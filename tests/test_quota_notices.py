@@ -23,7 +23,7 @@ from harness import (
     wait_until,
 )
 
-from kernelhub.notices import Notice, RunningServer, build_notices
+from kernelhub.quotagate.notices import Notice, RunningServer, build_notices
 from kernelhub.quotas.store import QuotaStore
 
 SESSION_STOP = "your GPU runtime was stopped after 12 h, the maximum session length"

@@ -19,7 +19,7 @@ import pynvml
 import pytest
 from click.testing import CliRunner
 
-from kernelhub.quotas.cli import quota
+from kernelhub.clients.quota import quota
 from kernelhub.quotas.clock import SystemClock, VirtualClock
 from kernelhub.quotas.nvml import NvmlTelemetry
 from kernelhub.quotas.record import record

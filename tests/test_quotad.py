@@ -30,7 +30,7 @@ from harness import (
     wait_until,
 )
 
-from kernelhub.credentials import operator_token
+from kernelhub.launcher.credentials import operator_token
 from kernelhub.quotas.clock import VirtualClock
 from kernelhub.quotas.daemon import QuotaDaemon
 from kernelhub.quotas.hub_api import HubApi

@@ -35,7 +35,7 @@ import pytest
 from harness import HubProcess, server_path, stop_all_runtimes, wait_for_process_exit, wait_until
 from test_quotad import internal_api_url, root_pid, servers, start_user_runtime
 
-from kernelhub.credentials import operator_token
+from kernelhub.launcher.credentials import operator_token
 from kernelhub.quotas.clock import Clock, VirtualClock
 from kernelhub.quotas.daemon import QuotaDaemon
 from kernelhub.quotas.detector import MiningDetector

@@ -4,7 +4,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from kernelhub.runtime_types import Availability, RuntimeCatalogView, RuntimeType
+from kernelhub.runtimes.types import Availability, RuntimeCatalogView, RuntimeType
 from kernelhub.spawner.form import render_runtime_form
 
 CPU = RuntimeType("cpu", "None (CPU)", "CPU only.", mem_limit="4G", cpu_limit=2.0)

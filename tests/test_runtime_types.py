@@ -4,9 +4,9 @@ import pytest
 from traitlets import TraitError
 from traitlets.config import Config
 
-from kernelhub.catalog import RuntimeCatalog
-from kernelhub.gpus import GpuInventory
-from kernelhub.runtime_types import (
+from kernelhub.runtimes.catalog import RuntimeCatalog
+from kernelhub.runtimes.gpus import GpuInventory
+from kernelhub.runtimes.types import (
     DEFAULT_RUNTIME_TYPES,
     RuntimeRequestError,
     RuntimeType,

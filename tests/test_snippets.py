@@ -37,7 +37,8 @@ from kernelhub_snippets.fileformat import Cell, Snippet, SnippetError, dump, par
 # otherwise run around every test of the suite.
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
-from kernelhub import images as img
+from kernelhub.imagetools import build as img
+from kernelhub.runtimes.engine import find_image
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTINS = builtin_snippets()
@@ -503,8 +504,8 @@ def current_runtime_image(name: str) -> str | None:
         want = img.wanted_hash(engine, img.plan_build(img.DEFAULT_IMAGES_DIR, name))
     except img.ImageError:
         return None
-    image = img.find_image(engine, img.runtime_tag(name))
-    if image is None or image.labels.get(img.HASH_LABEL) != want:
+    image = find_image(engine, img.runtime_tag(name))
+    if image is None or image.labels.get(img.SOURCE_HASH_LABEL) != want:
         return None
     return img.runtime_tag(name)
 

@@ -1,58 +1,14 @@
-"""HTTP clients of the quota service: the service's own look-ups at the hub, and the
-client the `kernelhub quota` admin commands use to reach the service from anywhere."""
+"""The HTTP client the `kernelhub quota` admin commands use to reach the quota service
+from anywhere, through the hub's public proxy."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from tornado.httpclient import AsyncHTTPClient
 
-SERVICE_NAME = "kernelhub-quotas"
-SERVICE_PREFIX = f"/services/{SERVICE_NAME}/"
-
-
-class HubLookupError(Exception):
-    """The hub could not be asked (down, or it refused the service's token)."""
-
-
-class HubUsers:
-    """Looks users up in the hub's REST API with the service's own token.
-
-    The service needs the hub's ``read:users`` scope (``list:users`` too, for the
-    admin UI of the future); the token is the ``api_token`` of its service entry.
-    """
-
-    def __init__(self, api_url: str, token: str, timeout: float = 10.0) -> None:
-        self.api_url = api_url.rstrip("/")
-        self._token = token
-        self._timeout = timeout
-
-    async def get(self, name: str) -> dict[str, Any] | None:
-        """The hub's user model of ``name``; ``None`` when there is no such user."""
-        if name in ("", ".", ".."):
-            return None  # a path segment a proxy would normalise into another URL
-        response = await AsyncHTTPClient().fetch(
-            f"{self.api_url}/users/{quote(name, safe='')}",
-            headers={"Authorization": f"token {self._token}"},
-            request_timeout=self._timeout,
-            raise_error=False,
-        )
-        if response.code == 404:
-            return None
-        if response.code == 599 or response.code >= 400:
-            reason = response.error or response.reason
-            raise HubLookupError(f"the hub answered {response.code} ({reason})")
-        model = json.loads(response.body)
-        # anything but this user's own model (e.g. a redirect target) means no such user
-        if not isinstance(model, dict) or model.get("name") != name:
-            return None
-        return model
-
-    async def exists(self, name: str) -> bool:
-        return await self.get(name) is not None
+from kernelhub.contract import QUOTA_SERVICE, QUOTA_SERVICE_PREFIX
 
 
 class QuotaError(Exception):
@@ -68,7 +24,7 @@ class QuotaClient:
     """Synchronous client of the quota REST API, through the hub's public proxy."""
 
     def __init__(
-        self, hub_url: str, token: str, prefix: str = SERVICE_PREFIX, timeout: float = 30.0
+        self, hub_url: str, token: str, prefix: str = QUOTA_SERVICE_PREFIX, timeout: float = 30.0
     ) -> None:
         self.base_url = f"{hub_url.rstrip('/')}{prefix.rstrip('/')}/api/"
         self._http = httpx.Client(
@@ -101,7 +57,7 @@ class QuotaClient:
                 # the proxy's own error page: the service is not registered or not running
                 raise QuotaError(
                     f"the quota service at {self.base_url} is not answering "
-                    f"(HTTP {response.status_code}); is {SERVICE_NAME} running and "
+                    f"(HTTP {response.status_code}); is {QUOTA_SERVICE} running and "
                     "registered with the hub?",
                     response.status_code,
                 )

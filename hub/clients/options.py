@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from kernelhub.launch import DEFAULT_DATA_DIR
+from kernelhub.launcher.up import DEFAULT_DATA_DIR
 
 
 def data_dir_option(help_text: str):  # type: ignore[no-untyped-def]

@@ -10,13 +10,13 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, List, Unicode
 
 from kernelhub import __version__
-from kernelhub.api import kernelhub_api_handlers
-from kernelhub.catalog import RuntimeCatalog
-from kernelhub.docker_engine import missing_images
 from kernelhub.executor import run_blocking
-from kernelhub.gpus import GpuInventory, discover_with_nvml
-from kernelhub.notices import notices_template_var
-from kernelhub.quota_gate import QuotaGate
+from kernelhub.hubapp.api import kernelhub_api_handlers
+from kernelhub.quotagate.gate import QuotaGate
+from kernelhub.quotagate.notices import notices_template_var
+from kernelhub.runtimes.catalog import RuntimeCatalog
+from kernelhub.runtimes.engine import missing_images
+from kernelhub.runtimes.gpus import GpuInventory, discover_with_nvml
 
 IMAGE_CHECK_SECONDS = 60
 

@@ -9,10 +9,9 @@ import ipaddress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kernelhub.images import find_image
-
 if TYPE_CHECKING:
     import docker
+    from docker.models.images import Image
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,15 @@ def missing_images(images: list[str]) -> list[str]:
         return []
     finally:
         client.close()
+
+
+def find_image(client: docker.DockerClient, tag: str) -> Image | None:
+    import docker.errors
+
+    try:
+        return client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        return None
 
 
 def _first_host(subnet: str) -> str:

@@ -15,10 +15,9 @@ from typing import Any
 from traitlets import Unicode, default
 from traitlets.config import SingletonConfigurable
 
+from kernelhub.contract import QUOTA_DB_ENV
 from kernelhub.executor import run_blocking
-from kernelhub.runtime_types import RuntimeRequestError, RuntimeType
-
-QUOTA_DB_ENV = "KERNELHUB_QUOTA_DB_URL"
+from kernelhub.runtimes.types import RuntimeRequestError, RuntimeType
 
 
 class QuotaGate(SingletonConfigurable):
@@ -85,7 +84,7 @@ class QuotaGate(SingletonConfigurable):
 
 async def check_quota(user: Any, server_name: str, runtime_type: RuntimeType) -> None:
     """QuotaGate.check for a JupyterHub user about to start ``server_name``."""
-    from kernelhub.catalog import user_group_names
+    from kernelhub.runtimes.catalog import user_group_names
 
     others = [s for name, s in user.spawners.items() if name != server_name and s.active]
     gpus_in_use = sum(len(getattr(s, "gpu_ids", []) or []) for s in others)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from kernelhub.cli_options import data_dir_option
-from kernelhub.client import HubClient, HubError
-from kernelhub.credentials import OPERATOR_TOKEN_FILE
-from kernelhub.launch import StartupError, read_hub_state
+from kernelhub.clients.http import HubClient, HubError
+from kernelhub.clients.options import data_dir_option
+from kernelhub.launcher.credentials import OPERATOR_TOKEN_FILE
+from kernelhub.launcher.up import StartupError, read_hub_state
 
 
 @click.command()

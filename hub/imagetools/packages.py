@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from kernelhub.images import IMAGE_NAMES, ImageError, find_image, runtime_tag
+from kernelhub.imagetools.build import IMAGE_NAMES, ImageError, runtime_tag
+from kernelhub.runtimes.engine import find_image
 
 if TYPE_CHECKING:
     import docker

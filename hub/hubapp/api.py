@@ -14,11 +14,11 @@ from jupyterhub.apihandlers.users import UserServerAPIHandler
 from jupyterhub.scopes import needs_scope
 from tornado import web
 
-from kernelhub.catalog import RuntimeCatalog, user_group_names
-from kernelhub.errors import http_refusal
-from kernelhub.notices import quota_notices
-from kernelhub.quota_gate import check_quota
-from kernelhub.runtime_types import RuntimeRequestError
+from kernelhub.hubapp.errors import http_refusal
+from kernelhub.quotagate.gate import check_quota
+from kernelhub.quotagate.notices import quota_notices
+from kernelhub.runtimes.catalog import RuntimeCatalog, user_group_names
+from kernelhub.runtimes.types import RuntimeRequestError
 
 
 class RuntimeServerAPIHandler(UserServerAPIHandler):
@@ -100,7 +100,7 @@ class OpenAPIHandler(APIHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.write(files("kernelhub").joinpath("openapi.json").read_text())
+        self.write(files("kernelhub.hubapp").joinpath("openapi.json").read_text())
 
     def check_xsrf_cookie(self) -> None:
         return None

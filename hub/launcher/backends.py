@@ -11,8 +11,8 @@ from pathlib import Path
 
 from traitlets.config import Config
 
-from kernelhub.credentials import LocalCredentials
-from kernelhub.docker_engine import check_engine
+from kernelhub.launcher.credentials import LocalCredentials
+from kernelhub.runtimes.engine import check_engine
 
 LOCAL_ADMIN = "admin"
 
@@ -51,7 +51,7 @@ def _default_runtime_image(file_config: Config) -> list[str]:
 
     Other types whose images are missing are shown disabled, with that reason.
     """
-    from kernelhub.catalog import RuntimeCatalog
+    from kernelhub.runtimes.catalog import RuntimeCatalog
 
     catalog = RuntimeCatalog(config=file_config)
     image = catalog.get(catalog.default_runtime).image
@@ -73,7 +73,7 @@ def choose_authenticator(
     if "authenticator_class" in file_config.get("JupyterHub", {}):
         return "Sign-in: authenticator set by the config file (JupyterHub.authenticator_class)"
     # oauthenticator (through jsonschema) costs seconds to import: only `up` pays it
-    from kernelhub.google import GoogleSignInError, check_google_settings, google_settings
+    from kernelhub.signin.google import GoogleSignInError, check_google_settings, google_settings
 
     google = google_settings(file_config)
     if google:

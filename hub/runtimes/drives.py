@@ -10,7 +10,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-DRIVE_LABEL = "org.kernelhub.drive-of"
+from kernelhub.contract import DRIVE_LABEL
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ from typing import Any
 
 import click
 
-from kernelhub.quotas.client import QuotaClient, QuotaError, rule_path
+from kernelhub.clients.quota_http import QuotaClient, QuotaError, rule_path
+from kernelhub.clients.runtime import json_option, token_option, url_option
 from kernelhub.quotas.policy import LIMIT_FIELDS, UNLIMITED
-from kernelhub.runtime_cli import json_option, token_option, url_option
+from kernelhub.quotas.record import record_command
 
 INHERIT = "inherit"
 
@@ -313,3 +314,17 @@ def unflag(user: str, url: str, token: str | None, as_json: bool) -> None:
     if as_json:
         return emit_json({"user": user, "flagged": False})
     click.echo(f"unflagged {user}")
+
+
+@click.group("quota", context_settings={"help_option_names": ["-h", "--help"]})
+def quota() -> None:
+    """GPU quotas: tools for the quota daemon (kernelhub-quotad).
+
+    `record` writes this host's GPU telemetry as a trace that the daemon's
+    tests replay.
+    """
+
+
+quota.add_command(record_command)
+for admin_command in COMMANDS:  # show, set, rules, reset, usage, events, flag, ...
+    quota.add_command(admin_command)

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from kernelhub import image_packages as pkgs
-from kernelhub import images as img
+from kernelhub.imagetools import build as img
+from kernelhub.imagetools import packages as pkgs
+from kernelhub.runtimes.engine import find_image
 
 if TYPE_CHECKING:
     import docker
@@ -65,7 +66,7 @@ def bootstrap_base(suite: str, tag: str, mirror: str | None, force: bool) -> Non
     nothing is pulled from a registry.
     """
     client = _engine()
-    existing = img.find_image(client, tag)
+    existing = find_image(client, tag)
     if existing is not None and not force:
         click.echo(f"{tag} already exists ({img.describe(existing)}); --force replaces it")
         return
@@ -103,7 +104,7 @@ def build(name: str, ca_bundle: Path | None, images_dir: Path, force: bool) -> N
     """Build runtime image NAME (kernelhub/runtime-NAME:latest).
 
     The Dockerfile is images/NAME/Dockerfile, the build context images/.
-    Skipped when the image exists and its org.kernelhub.source-hash label matches
+    Skipped when the image exists and its source-hash label matches
     the image's files and base image. Runs `docker build` with BuildKit; the
     host's HTTP(S)_PROXY/NO_PROXY variables are passed on as build args.
     """
@@ -116,8 +117,8 @@ def build(name: str, ca_bundle: Path | None, images_dir: Path, force: bool) -> N
     try:
         bundle = img.ca_bundle_for_pip(ca_bundle)
         want = img.wanted_hash(client, plan)
-        current = img.find_image(client, plan.tag)
-        if current is not None and current.labels.get(img.HASH_LABEL) == want and not force:
+        current = find_image(client, plan.tag)
+        if current is not None and current.labels.get(img.SOURCE_HASH_LABEL) == want and not force:
             click.echo(f"{plan.tag} is up to date ({img.describe(current)}); --force rebuilds it")
             return
         click.echo(

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from kernelhub.client import HubClient, HubError
+from kernelhub.clients.http import HubClient, HubError
 
 url_option = click.option(
     "--url",

@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-RUNTIME_OPTION = "runtime"
+from kernelhub.contract import RUNTIME_OPTION
+
 KNOWN_OPTIONS = frozenset({RUNTIME_OPTION})
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _MEMORY_PATTERN = re.compile(r"\d+(\.\d+)?[KMGT]?")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from kernelhub.executor import run_blocking
-from kernelhub.quota_gate import QuotaGate
+from kernelhub.quotagate.gate import QuotaGate
 
 # events older than this are not read: warnings belong to sessions that the session
 # length rules end well before, and stops older than STOPS_SHOWN_FOR are not shown
@@ -145,7 +145,7 @@ def running_servers(user: Any) -> dict[str, RunningServer]:
 
 
 def _runtime_display_names() -> dict[str, str]:
-    from kernelhub.catalog import RuntimeCatalog
+    from kernelhub.runtimes.catalog import RuntimeCatalog
 
     return {t.name: t.display_name for t in RuntimeCatalog.instance().types}
 

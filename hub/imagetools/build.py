@@ -2,7 +2,7 @@
 
 No registry is needed. The engine is reached through the docker SDK, except for two
 subprocesses: `tar` into the SDK's image import, and `docker build` (BuildKit, for the
-`cacert` build secret). A built image's label `org.kernelhub.source-hash` covers its
+`cacert` build secret). A built image's label SOURCE_HASH_LABEL covers its
 folder, `images/common/` and its base images' IDs; a build with a matching label is skipped.
 """
 
@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from kernelhub.contract import SOURCE_HASH_LABEL
+from kernelhub.runtimes.engine import find_image
+
 if TYPE_CHECKING:  # the SDK is imported when used: `kernelhub` starts faster without it
     import docker
     from docker.models.images import Image
@@ -27,18 +30,18 @@ if TYPE_CHECKING:  # the SDK is imported when used: `kernelhub` starts faster wi
 IMAGE_NAMES = ("test", "cpu", "gpu")  # runtime images: images/NAME, tag kernelhub/runtime-NAME
 SERVICE_NAMES = ("hub", "docker-proxy", "ci-postgres")  # the compose deployment's own images
 BUILDABLE = IMAGE_NAMES + SERVICE_NAMES
-HASH_LABEL = "org.kernelhub.source-hash"
+
 DEFAULT_BASE_TAG = "debian:bookworm-slim"
 DEFAULT_SUITE = "bookworm"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # hub/imagetools/build.py in a checkout
 DEFAULT_IMAGES_DIR = REPO_ROOT / "images"
 # runtime Dockerfiles that mount common/wheels install kernelhub-snippets from the wheel
 # this script builds there (on the host, where Node.js is), only when its sources changed
 SNIPPETS_WHEELS = "common/wheels"
 SNIPPETS_WHEEL_SCRIPT = REPO_ROOT / "snippets" / "scripts" / "build-wheel"
-# the hub image is built from the repository itself (hub/Dockerfile)
-HUB_SOURCES = ("hub", "spawner", "quotas", "pyproject.toml", "README.md")
+# the hub image (images/hub/Dockerfile) is built from the repository itself
+HUB_SOURCES = ("hub", "spawner", "quotas", "pyproject.toml", "README.md", "images/hub")
 # forwarded to `docker build` when set: Docker's predefined build args, kept out of the image
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy")
 # `docker import` starts an image with no command; the official Debian images run bash
@@ -96,15 +99,6 @@ def _reason(error: Exception) -> str:
     if inner:
         return inner.group(1) or inner.group(2)
     return text.splitlines()[0] if text else type(error).__name__
-
-
-def find_image(client: docker.DockerClient, tag: str) -> Image | None:
-    import docker.errors
-
-    try:
-        return client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        return None
 
 
 def describe(image: Image) -> str:
@@ -216,13 +210,12 @@ def plan_build(images_dir: Path, name: str) -> BuildPlan:
     """What building image NAME means; ImageError for unknown or missing ones."""
     if name not in BUILDABLE:
         raise ImageError(f"unknown image {name!r}: choose one of {', '.join(BUILDABLE)}")
+    dockerfile = images_dir / name / "Dockerfile"
     if name == "hub":
         context = images_dir.parent
-        dockerfile = context / "hub" / "Dockerfile"
         sources = [context / source for source in HUB_SOURCES]
     else:
         context = images_dir
-        dockerfile = images_dir / name / "Dockerfile"
         sources = [images_dir / name]
         if name in IMAGE_NAMES:
             sources.append(images_dir / "common")
@@ -328,7 +321,7 @@ def build_image(
     """`docker build` with BuildKit, its output passed line by line to ``echo``."""
     docker_cli = buildkit_cli()
     cmd = [docker_cli, "build", "--progress=plain", "--file", str(plan.dockerfile)]
-    cmd += ["--tag", plan.tag, "--label", f"{HASH_LABEL}={want}"]
+    cmd += ["--tag", plan.tag, "--label", f"{SOURCE_HASH_LABEL}={want}"]
     if ca_bundle is not None:
         cmd += ["--secret", f"id=cacert,src={ca_bundle}"]
     cmd += [arg for var in PROXY_VARIABLES if var in os.environ for arg in ("--build-arg", var)]
@@ -337,6 +330,8 @@ def build_image(
     if returncode != 0:
         raise ImageError(f"docker build of {plan.tag} failed (exit {returncode}; log above)")
     image = client.images.get(plan.tag)
-    if image.labels.get(HASH_LABEL) != want:
-        raise ImageError(f"{plan.tag} was built but does not carry the expected {HASH_LABEL}")
+    if image.labels.get(SOURCE_HASH_LABEL) != want:
+        raise ImageError(
+            f"{plan.tag} was built but does not carry the expected {SOURCE_HASH_LABEL}"
+        )
     return image

@@ -9,7 +9,7 @@ from traitlets import Integer, List, TraitError, Unicode, default, observe, vali
 from traitlets.config import SingletonConfigurable
 
 from .gpus import GpuInventory
-from .runtime_types import (
+from .types import (
     DEFAULT_RUNTIME_TYPES,
     Availability,
     RuntimeCatalogView,

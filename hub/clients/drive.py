@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from kernelhub.cli_options import data_dir_option
-from kernelhub.drives import DriveError, delete_drive, docker_drives, local_drives
+from kernelhub.clients.options import data_dir_option
+from kernelhub.runtimes.drives import DriveError, delete_drive, docker_drives, local_drives
 
 
 @click.group()

@@ -17,8 +17,9 @@ from urllib.parse import urlparse
 from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
-from kernelhub.backends import BackendUnavailable, choose_authenticator, choose_spawner
-from kernelhub.credentials import (
+from kernelhub.contract import QUOTA_DB_ENV, QUOTA_SERVICE
+from kernelhub.launcher.backends import BackendUnavailable, choose_authenticator, choose_spawner
+from kernelhub.launcher.credentials import (
     CredentialsError,
     LocalCredentials,
     local_credentials,
@@ -210,7 +211,7 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
     c.JupyterHub.pid_file = str(data_dir / "hub.pid")
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.cleanup_servers = False
-    c.JupyterHub.template_paths = [str(files("kernelhub").joinpath("templates"))]
+    c.JupyterHub.template_paths = [str(files("kernelhub.hubapp").joinpath("templates"))]
     c.JupyterHub.log_level = options.log_level
     # answer spawn requests at once (202) and let clients follow progress events
     c.JupyterHub.tornado_settings = {"slow_spawn_timeout": 0}
@@ -277,7 +278,6 @@ def _add_operator_service(c: Config, token: str) -> None:
 
 
 # --- kernelhub-quotad (quota daemon) registration: begin ---------------------------
-QUOTA_SERVICE = "kernelhub-quotas"
 QUOTA_DB_FILE = "quotas.sqlite"
 MIN_SERVICE_TOKEN = 32  # characters of a shared secret: `openssl rand -hex 16` or longer
 # only what the service does: list users, read them (groups decide rules, activity
@@ -303,7 +303,7 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
         s.get("name") == QUOTA_SERVICE for s in services
     ):
         return port
-    db_url = os.environ.get("KERNELHUB_QUOTA_DB_URL") or f"sqlite:///{data_dir / QUOTA_DB_FILE}"
+    db_url = os.environ.get(QUOTA_DB_ENV) or f"sqlite:///{data_dir / QUOTA_DB_FILE}"
     if "db_url" not in c.QuotaGate:
         c.QuotaGate.db_url = db_url  # spawns are checked against the daemon's store
     roles = list(c.JupyterHub.get("load_roles", []))
@@ -332,7 +332,7 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
             "command": command,
             "url": f"http://127.0.0.1:{port}",
             "display": False,
-            "environment": {"PYTHONUNBUFFERED": "1", "KERNELHUB_QUOTA_DB_URL": db_url},
+            "environment": {"PYTHONUNBUFFERED": "1", QUOTA_DB_ENV: db_url},
         }
     )
     c.JupyterHub.services = services
@@ -343,7 +343,7 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
 
 
 def run_hub(config: Config) -> None:
-    from kernelhub.app import KernelHubApp
+    from kernelhub.hubapp.app import KernelHubApp
 
     app = KernelHubApp.instance(config=config)
     app.launch_instance([])

@@ -1,0 +1,3 @@
+"""The command-line clients (``kernelhub runtime|token|drive|images|quota``): one options
+module, one HTTP client base.
+"""

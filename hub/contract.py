@@ -1,0 +1,39 @@
+"""What the spawners, the hub and the quota daemon agree on, written once.
+
+The spawners label runtime containers and set runtime environments; the quota daemon
+reads the same labels and variables back to learn whose runtime a process is; the hub,
+the daemon and the spawners all name a runtime by the same key. Each of them imports
+these names from here, so the two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+# ---- container and volume labels -------------------------------------------------------
+LABEL_PREFIX = "org.kernelhub"
+USER_LABEL = f"{LABEL_PREFIX}.user"  # the hub user whose runtime the container is
+SERVER_LABEL = f"{LABEL_PREFIX}.server"  # the server name ("" for the default server)
+RUNTIME_TYPE_LABEL = f"{LABEL_PREFIX}.runtime-type"
+GPUS_LABEL = f"{LABEL_PREFIX}.gpus"  # comma-separated GPU indexes or UUIDs assigned to it
+# cores the runtime may use ("" when unlimited): the daemon judges "full CPU" against it
+CPU_LIMIT_LABEL = f"{LABEL_PREFIX}.cpu-limit"
+DRIVE_LABEL = f"{LABEL_PREFIX}.drive-of"  # on a drive volume: the user it belongs to
+# on a runtime image: the command that starts its server in place of the image's CMD
+LAUNCHER_LABEL = f"{LABEL_PREFIX}.launcher"
+# on a built image: the hash of its sources and base images (a rebuild is skipped on a match)
+SOURCE_HASH_LABEL = f"{LABEL_PREFIX}.source-hash"
+
+# ---- environment variables ---------------------------------------------------------------
+RUNTIME_TYPE_ENV = "KERNELHUB_RUNTIME_TYPE"  # set in every runtime: its runtime type's name
+QUOTA_DB_ENV = "KERNELHUB_QUOTA_DB_URL"  # the quota store (hub: read-only; daemon: owner)
+
+# ---- the hub's user_options ---------------------------------------------------------------
+RUNTIME_OPTION = "runtime"  # user_options[RUNTIME_OPTION] is the runtime type's name
+
+# ---- the quota daemon as a JupyterHub service ------------------------------------------------
+QUOTA_SERVICE = "kernelhub-quotas"
+QUOTA_SERVICE_PREFIX = f"/services/{QUOTA_SERVICE}/"
+
+
+def runtime_key(user: str, server: str) -> str:
+    """One runtime's name everywhere: GPU holders, quota accounting cursors, events."""
+    return f"{user}/{server}"

@@ -1,0 +1,1 @@
+"""Sign-in: Google accounts through oauthenticator."""
