@@ -79,6 +79,7 @@ class FakeHub:
     """The hub's REST API as the daemon uses it, answered from a list in memory."""
 
     api_url = API_URL
+    kernels_readable = True
 
     def __init__(self, servers: list[ServerInfo]) -> None:
         self._servers = servers
@@ -192,7 +193,7 @@ async def measure(
     daemon = QuotaDaemon(
         store,
         ReplayTelemetry(lines, clock, loop=True),
-        FakeHub(servers),  # type: ignore[arg-type]
+        FakeHub(servers),
         clock,
         interval=1.0,
         account_period=account_period,

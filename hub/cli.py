@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
@@ -10,12 +11,7 @@ from click.core import ParameterSource
 from traitlets import TraitError
 
 from kernelhub import __version__
-from kernelhub.clients.drive import drive
-from kernelhub.clients.images import images
 from kernelhub.clients.options import data_dir_option
-from kernelhub.clients.quota import quota
-from kernelhub.clients.runtime import runtime
-from kernelhub.clients.token import token
 from kernelhub.launcher.up import StartupError, UpOptions, build_config, run_hub
 
 ENV_HELP = """\b
@@ -30,7 +26,32 @@ Environment variables (each is the same as its flag):
 """
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# the client commands, imported only when named: `kernelhub up` runs the hub in this
+# process, and the hub must not load client or image-build code it never uses
+CLIENT_COMMANDS = {
+    "token": "kernelhub.clients.token:token",
+    "runtime": "kernelhub.clients.runtime:runtime",
+    "images": "kernelhub.clients.images:images",
+    "drive": "kernelhub.clients.drive:drive",
+    "quota": "kernelhub.clients.quota:quota",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose CLIENT_COMMANDS load on first use (click's documented pattern)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *CLIENT_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in CLIENT_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = CLIENT_COMMANDS[cmd_name].split(":")
+        command: click.Command = getattr(importlib.import_module(module), attribute)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kernelhub")
 def main() -> None:
     """kernelhub: Colab-style notebooks on your own machines."""
@@ -149,12 +170,6 @@ def _announce_sign_in(config: object, data_dir: Path, new_passwords: bool) -> No
     else:
         click.echo(f"  Local sign-in: passwords are in {creds}", err=True)
 
-
-main.add_command(token)
-main.add_command(runtime)
-main.add_command(images)
-main.add_command(drive)
-main.add_command(quota)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -12,36 +12,43 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from typing import Any
 
 from kernelhub.quotas.hub_api import KernelActivity
-from kernelhub.quotas.runtimes import Runtime
+from kernelhub.quotas.ports import HubClient
+from kernelhub.quotas.runtime_view import Runtime
 
 KERNELS_TTL = 4.0  # seconds an answer is reused: well under any idle limit's granularity
 
 
 class KernelActivityCache:
+    """The daemon's one way to kernel state: ``HubClient.kernel_activity``, cached."""
+
     def __init__(self, ttl: float = KERNELS_TTL) -> None:
         self.ttl = ttl
         self._seen: dict[str, tuple[float, KernelActivity | None]] = {}  # key -> (time, answer)
 
-    async def fill(self, hub: Any, runtimes: Iterable[Runtime], now: float) -> None:
-        """Set ``kernels`` on each of ``runtimes``: cached where fresh, else read (together)."""
-        if not getattr(hub, "kernels_readable", True):
-            return  # no public URL, or the hub refused: every runtime reads None
+    async def read(
+        self, hub: HubClient, runtimes: Iterable[Runtime], now: float
+    ) -> dict[str, KernelActivity | None]:
+        """Kernel state of each of ``runtimes`` by key: cached where fresh, else read
+        (together); nothing where the hub cannot tell (no public URL, or refused)."""
+        found: dict[str, KernelActivity | None] = {}
+        if not hub.kernels_readable:
+            return found
         due: list[Runtime] = []
         for runtime in runtimes:
             cached = self._seen.get(runtime.key)
             if cached is not None and now - cached[0] < self.ttl:
-                runtime.kernels = cached[1]
+                found[runtime.key] = cached[1]
             else:
                 due.append(runtime)
         if not due:
-            return
-        found = await asyncio.gather(*(hub.kernel_activity(r.server) for r in due))
-        for runtime, activity in zip(due, found, strict=True):
-            runtime.kernels = activity
+            return found
+        answers = await asyncio.gather(*(hub.kernel_activity(r.server) for r in due))
+        for runtime, activity in zip(due, answers, strict=True):
+            found[runtime.key] = activity
             self._seen[runtime.key] = (now, activity)
+        return found
 
     def forget(self, key: str) -> None:
         self._seen.pop(key, None)

@@ -11,17 +11,15 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Any
 
-import sqlalchemy as sa
 from jupyterhub.services.auth import HubAuth, HubAuthenticated
 from tornado import web
 
 from kernelhub.quotas.api_model import (
     MAX_NAME,
-    USAGE_KEYS,
     ApiError,
     describe,
     no_unknown,
@@ -31,12 +29,12 @@ from kernelhub.quotas.api_model import (
     row_json,
     rule_json,
     summary,
-    usage_json,
 )
 from kernelhub.quotas.clock import Clock, SystemClock
 from kernelhub.quotas.hub_api import HubLookupError
 from kernelhub.quotas.policy import Scope, week_start
-from kernelhub.quotas.store import QuotaStore, Usage
+from kernelhub.quotas.store import QuotaStore
+from kernelhub.quotas.usage import USAGE_KEYS, usage_json
 
 UserLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
@@ -215,8 +213,9 @@ class ResetHandler(BaseHandler):
             raise ApiError(400, f'window must be "day" or "week", not {window!r}')
         now = self.ctx.now()
         first = now.date() if window == "day" else week_start(now)
-        deleted = await self.run(reset_usage, self.ctx.store, name, first)
-        self.write_json({"user": name, "window": window, "since": first.isoformat(), **deleted})
+        seconds = await self.run(self.ctx.store.reset_usage, name, first)
+        forgotten = {"forgotten_gpu_hours": round(seconds / 3600, 4)}
+        self.write_json({"user": name, "window": window, "since": first.isoformat(), **forgotten})
 
 
 class EventsHandler(BaseHandler):
@@ -308,18 +307,3 @@ def make_app(
         default_handler_class=NotFoundHandler,
         default_handler_args={"ctx": ctx},
     )
-
-
-def reset_usage(store: QuotaStore, user: str, first: date) -> dict[str, float]:
-    """Forget ``user``'s usage from ``first`` on (an admin's "start afresh").
-
-    The store has no method for it, and only this API needs one, so it is one
-    DELETE here. Runtime cursors stay: intervals already accounted are not
-    counted again, so a reset cannot be undone by re-accounting.
-    """
-    where = (Usage.username == user, Usage.day >= first)
-    hours = sa.select(sa.func.coalesce(sa.func.sum(Usage.gpu_seconds), 0.0)).where(*where)
-    with store.engine.execution_options(kernelhub_write=True).begin() as connection:
-        forgotten = float(connection.execute(hours).scalar_one()) / 3600
-        connection.execute(sa.delete(Usage).where(*where))
-    return {"forgotten_gpu_hours": round(forgotten, 4)}

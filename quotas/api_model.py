@@ -13,18 +13,9 @@ from typing import Any
 
 from tornado import web
 
-from kernelhub.quotas.policy import (
-    LIMIT_FIELDS,
-    UNLIMITED,
-    WEEK_DAYS,
-    Rule,
-    Scope,
-    check_spawn,
-    effective_limits,
-    midnight,
-    week_start,
-)
-from kernelhub.quotas.store import QuotaStore, Usage
+from kernelhub.quotas.policy import LIMIT_FIELDS, UNLIMITED, WEEK_DAYS, Rule, Scope, midnight
+from kernelhub.quotas.store import QuotaStore
+from kernelhub.quotas.usage import read_usage
 
 MAX_NAME = 255  # the store's column width
 MAX_LIMIT = 1_000_000  # far above any sensible quota; keeps numbers sane for both databases
@@ -43,30 +34,16 @@ class ApiError(web.HTTPError):
 
 def summary(store: QuotaStore, user: str, groups: list[str], now: datetime) -> dict[str, Any]:
     """Usage, limits, what is left and when it comes back: one user's quota at a glance."""
-    today, first = now.date(), week_start(now)
-    rules = store.rules_for(user, groups)
-    limits = effective_limits(*rules)
-    rows = store.usage(user, first)
-    by_day: dict[date, float] = {}
-    by_type: dict[str, dict[str, float]] = {}
-    for row in rows:
-        by_day[row.day] = by_day.get(row.day, 0.0) + row.gpu_seconds
-        sums = by_type.setdefault(row.runtime_type, dict.fromkeys(USAGE_KEYS, 0.0))
-        for key, value in usage_json(row).items():
-            if key in sums:
-                sums[key] = round(sums[key] + value, 4)
-    day_hours, week_hours = by_day.get(today, 0.0) / 3600, sum(by_day.values()) / 3600
-    flag = store.flag_of(user)
-    refusal = check_spawn(
-        limits, by_day.get(today, 0.0), sorted(by_day.items()), 0, 1, now,
-        gpu_blocked=flag.reason if flag and flag.block_gpu else None,
-    )  # fmt: skip
+    usage = read_usage(store, user, groups, now)
+    today, limits, rules, flag = now.date(), usage.limits, usage.rules, usage.flag
+    day_hours, week_hours = usage.day_gpu_seconds / 3600, usage.week_gpu_seconds / 3600
+    refusal = usage.spawn_refusal(running_count=0, requested_gpus=1)
     left = {
         "day": _left(limits.gpu_hours_day, day_hours),
         "week": _left(limits.gpu_hours_week, week_hours),
     }
     known = [v for v in left.values() if v is not None]
-    oldest = min((d for d, s in by_day.items() if s > 0), default=None)
+    oldest = min((d for d, s in usage.gpu_seconds_by_day.items() if s > 0), default=None)
     return {
         "user": user,
         "groups": groups,
@@ -74,8 +51,8 @@ def summary(store: QuotaStore, user: str, groups: list[str], now: datetime) -> d
         "usage": {
             "today_gpu_hours": round(day_hours, 4),
             "week_gpu_hours": round(week_hours, 4),
-            "week_since": first.isoformat(),
-            "by_runtime_type": by_type,
+            "week_since": usage.week_since.isoformat(),
+            "by_runtime_type": usage.by_runtime_type(),
         },
         "limits": {name: _limit_json(getattr(limits, name)) for name in LIMIT_FIELDS},
         "remaining_gpu_hours": {**left, "now": min(known) if known else None},
@@ -186,19 +163,6 @@ def rule_json(rule: Rule) -> dict[str, Any]:
 
 def describe(scope: Scope, subject: str) -> str:
     return "the default" if scope == "default" else f"{scope} {subject!r}"
-
-
-USAGE_KEYS = ("gpu_hours", "gpu_hours_weighted", "cpu_hours")
-
-
-def usage_json(row: Usage) -> dict[str, Any]:
-    return {
-        "day": row.day.isoformat(),
-        "runtime_type": row.runtime_type,
-        "gpu_hours": round(row.gpu_seconds / 3600, 4),
-        "gpu_hours_weighted": round(row.gpu_seconds_weighted / 3600, 4),
-        "cpu_hours": round(row.cpu_seconds / 3600, 4),
-    }
 
 
 def row_json(row: Any) -> dict[str, Any]:

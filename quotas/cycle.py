@@ -1,13 +1,16 @@
-"""The quota daemon's per-runtime memory and per-cycle report, and limits from rules."""
+"""The quota daemon's per-runtime memory and per-cycle report, and what one cycle folds
+into them: the interval to account, the CPU rate at each process scan, and the rules'
+verdicts (limits, session age, idleness)."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import NamedTuple
 
+from kernelhub.quotas.accounting import Interval
 from kernelhub.quotas.hub_api import ServerInfo
 from kernelhub.quotas.policy import (
     IDLE_WARNING,
@@ -18,8 +21,53 @@ from kernelhub.quotas.policy import (
     effective_limits,
     idle_verdict,
 )
-from kernelhub.quotas.runtimes import Runtime, session_young
+from kernelhub.quotas.runtime_view import Runtime, session_young
+from kernelhub.quotas.runtimes import RuntimeUsage
 from kernelhub.quotas.store import RuleSet
+
+# after a restart, a runtime's gap since its cursor is accounted at most this far back:
+# the runtime held its GPUs meanwhile, but a daemon down for days should not guess
+MAX_BACKFILL = timedelta(hours=1)
+
+
+class CpuReading(NamedTuple):
+    """A runtime's cumulative CPU seconds at one process scan."""
+
+    time: float
+    seconds: float
+
+
+class SessionBound(NamedTuple):
+    """Until when a session is too young to judge, for the start and limit it came from."""
+
+    started: datetime | None
+    hours: float | None
+    young_until: datetime | None
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The runtimes' processes as read at ``time``; ``fresh``: read for this cycle."""
+
+    time: float
+    usages: Mapping[str, RuntimeUsage]
+    fresh: bool
+
+
+@dataclass
+class RulesRead:
+    """The rules as read at ``time``, and the limits they give, per (user, groups)."""
+
+    time: float
+    rules: list[Rule]
+    limits: dict[tuple[str, tuple[str, ...]], Limits] = field(default_factory=dict)
+
+    def limits_for(self, server: ServerInfo, fallback: Rule | None) -> Limits:
+        """``limits_of``, worked out once per (user, groups) while these rules hold."""
+        key, known = (server.user, server.groups), self.limits
+        if key not in known:
+            known[key] = limits_of(self.rules, server, fallback)
+        return known[key]
 
 
 @dataclass
@@ -31,16 +79,14 @@ class Track:
     last_cycle: datetime | None = None
     cpu_total: float | None = None  # cumulative CPU seconds at the last cycle
     cpu_pending: float = 0.0  # CPU seconds since last_time, not yet written
-    # (time, CPU seconds) at the last process scan, and the cores used since the one before
-    cpu_scanned: tuple[float, float] | None = None
-    cpu_fraction: float | None = None
-    usage: Any = None  # the scan result last folded in (scans are rarer than cycles)
+    cpu_scanned: CpuReading | None = None  # at the last process scan folded in
+    cpu_fraction: float | None = None  # cores used between the last two scans
     util_seconds: float = 0.0  # GPU utilization x seconds since last_time
     # (time, GPU util), each above all later ones: the max since t is the first at/after t
     gpu_utils: deque[tuple[datetime, float]] = field(default_factory=deque)
     warned: set[str] = field(default_factory=set)
     stopping: bool = False
-    young: tuple[Any, datetime | None] = (None, None)  # (limits, session young until)
+    session: SessionBound | None = None  # young()'s bound, once per start and session limit
 
 
 @dataclass
@@ -54,6 +100,56 @@ class CycleReport:
     stops: list[tuple[str, str]] = field(default_factory=list)
 
 
+def note_scan(track: Track, usage: RuntimeUsage | None, now: datetime) -> None:
+    """Fold the process scan read ``now`` into ``track``: the cores used since the last
+    one (scans are rarer than cycles; the daemon calls this at each)."""
+    if usage is None:
+        return
+    t, scanned, cpu_now = now.timestamp(), track.cpu_scanned, usage.cpu_seconds
+    if scanned is not None and t > scanned.time:
+        track.cpu_fraction = max(0.0, cpu_now - scanned.seconds) / (t - scanned.time)
+    track.cpu_scanned = CpuReading(t, cpu_now)
+
+
+def pending_interval(
+    track: Track, runtime: Runtime, now: datetime, interval: float, account_period: float
+) -> Interval | None:
+    """Fold this cycle into the runtime's track; its interval if one is due to write
+    (``account_period`` seconds after the last write; ``interval``: the cycle's)."""
+    last_time = track.last_time
+    if last_time is None or now - last_time > MAX_BACKFILL:
+        # first sight: the interval that just passed (or since the start, if shorter)
+        started = runtime.server.started or now
+        last_time = max(started, now - timedelta(seconds=interval))
+        track.last_time = track.last_cycle = last_time
+    util = runtime.gpu_util
+    if util is not None:
+        utils = track.gpu_utils
+        while utils and utils[-1][1] <= util:
+            utils.pop()  # never again the max of a window that holds this sample
+        utils.append((now, util))
+    cpu_now = runtime.usage.cpu_seconds if runtime.usage else None
+    if cpu_now is not None and track.cpu_total is not None:
+        track.cpu_pending += max(0.0, cpu_now - track.cpu_total)  # exits can lower the sum
+    track.cpu_total = cpu_now
+    segment = (now - (track.last_cycle or now)).total_seconds()
+    track.util_seconds += (util or 0.0) * max(0.0, segment)
+    track.last_cycle = now
+    span = (now - last_time).total_seconds()
+    if span <= 0 or span < account_period:
+        return None
+    return Interval(
+        runtime_key=runtime.key,
+        user=runtime.server.user,
+        runtime_type=runtime.runtime_type,
+        start=last_time,
+        end=now,
+        gpus=len(runtime.gpus),
+        util_fraction=track.util_seconds / span,
+        cpu_seconds=track.cpu_pending,
+    )
+
+
 def limits_of(rules: Iterable[Rule], server: ServerInfo, fallback: Rule | None) -> Limits:
     """Effective limits from the rules read this cycle (one query for all runtimes)."""
     default = next((r for r in rules if r.scope == "default"), fallback)
@@ -64,18 +160,24 @@ def limits_of(rules: Iterable[Rule], server: ServerInfo, fallback: Rule | None) 
 
 def young(runtime: Runtime, track: Track, limits: Limits, now: datetime) -> bool:
     """No session verdict possible yet (True without a start: nothing to judge)."""
-    if track.young[0] is not limits:  # once per rule set: session_young's bound
-        started, hours = runtime.server.started, limits.session_hours(runtime.runtime_type)
-        bound = None
+    started, hours = runtime.server.started, limits.session_hours(runtime.runtime_type)
+    bound = track.session
+    if bound is None or bound.started != started or bound.hours != hours:
+        # session_young's bound, worked out once: as time only moves on, a session that
+        # is no longer young never is again
+        until = None
         if started is not None and session_young(started, hours, now):
-            bound = started + timedelta(hours=hours or 0) - SESSION_WARNING
-        track.young = (limits, bound)
-    bound = track.young[1]
-    return runtime.server.started is None or (bound is not None and now < bound)
+            until = started + timedelta(hours=hours or 0) - SESSION_WARNING
+        bound = track.session = SessionBound(started, hours, until)
+    return started is None or (bound.young_until is not None and now < bound.young_until)
 
 
 def idle(runtime: Runtime, track: Track, limits: Limits, now: datetime) -> Verdict | None:
-    """The idle rule's verdict; None early for a runtime far from its limit."""
+    """The idle rule's verdict; None early for a runtime far from its limit.
+
+    Kernel state (``runtime.kernels``, where asked) can only postpone a verdict: a
+    runtime far from its limit without it is far with it too.
+    """
     window = timedelta(minutes=limits.idle_minutes or 0)
     utils, since = track.gpu_utils, now - window
     while utils and utils[0][0] < since:
@@ -91,5 +193,5 @@ def idle(runtime: Runtime, track: Track, limits: Limits, now: datetime) -> Verdi
         return None  # far from the limit, whatever the GPU or kernels say
     recent = next((u for t, u in utils if t >= last), 0.0)
     gpu_recent = recent if runtime.gpus else None
-    busy = runtime.kernels.busy if runtime.kernels is not None else False
+    busy = kernels.busy if kernels is not None else False
     return idle_verdict(limits, last, gpu_recent, busy, now)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -22,22 +22,26 @@ import httpx
 from kernelhub.executor import run_blocking
 from kernelhub.quotas.activity import KernelActivityCache
 from kernelhub.quotas.clock import Clock
-from kernelhub.quotas.cycle import CycleReport, Track, idle, limits_of, young
-from kernelhub.quotas.hub_api import HubApi, HubApiError, ServerInfo
+from kernelhub.quotas.cycle import (
+    MAX_BACKFILL as MAX_BACKFILL,  # re-exported: its home was this module
+)
+from kernelhub.quotas.cycle import (
+    CycleReport,
+    RulesRead,
+    Scan,
+    Track,
+    idle,
+    note_scan,
+    pending_interval,
+    young,
+)
+from kernelhub.quotas.hub_api import HubApiError, ServerInfo
 from kernelhub.quotas.metrics import QuotaMetrics
-from kernelhub.quotas.policy import (
-    Limits,
-    Rule,
-    Verdict,
-)
+from kernelhub.quotas.policy import Limits, Rule, Verdict
 from kernelhub.quotas.policy import session_verdict as session_rule
-from kernelhub.quotas.runtimes import (
-    ProcessScanner,
-    Runtime,
-    RuntimeUsage,
-    gpu_positions,
-    observation,
-)
+from kernelhub.quotas.ports import Detector, HubClient, Scanner
+from kernelhub.quotas.runtime_view import GpuIndex, Runtime, observation
+from kernelhub.quotas.runtimes import ProcessScanner, RuntimeUsage
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import GpuTelemetry, TelemetryError, TelemetrySample
 
@@ -45,9 +49,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 5.0
 DEFAULT_RUNTIME_TYPE = "cpu"
-# after a restart, a runtime's gap since its cursor is accounted at most this far back:
-# the runtime held its GPUs meanwhile, but a daemon down for days should not guess
-MAX_BACKFILL = timedelta(hours=1)
 DEFAULT_PROCESS_INTERVAL = DEFAULT_INTERVAL  # seconds between /proc scans, at most
 RULES_TTL = 10.0  # seconds a rule change may take to apply: one query, not one per cycle
 
@@ -57,16 +58,16 @@ class QuotaDaemon:
         self,
         store: QuotaStore,
         telemetry: GpuTelemetry,
-        hub: HubApi,
+        hub: HubClient,
         clock: Clock,
         *,
         interval: float = DEFAULT_INTERVAL,
         account_period: float = 0.0,
         process_interval: float = DEFAULT_PROCESS_INTERVAL,
-        scanner: ProcessScanner | None = None,
+        scanner: Scanner | None = None,
         metrics: QuotaMetrics | None = None,
         default_limits: Rule | None = None,
-        detector: Any = None,
+        detector: Detector | None = None,
     ) -> None:
         self.store = store
         self.telemetry = telemetry
@@ -76,25 +77,17 @@ class QuotaDaemon:
         # how often each runtime's usage is written (0: every cycle)
         self.account_period = account_period
         self.rules_ttl = RULES_TTL
-        self._rules: tuple[float, list[Rule]] | None = None
+        self._rules: RulesRead | None = None
         # processes (CPU time, memory, connections) are read at most this often: CPU time
         # is a running total, so reading it less often than the GPUs loses nothing
         self.process_interval = process_interval
-        self._scanned: tuple[float, dict[str, RuntimeUsage]] | None = None
-        self._scanned_this_cycle = False
-        self.scanner = scanner or ProcessScanner(hub.api_url)
+        self._scan: Scan | None = None  # the last scan
+        self.scanner: Scanner = scanner or ProcessScanner(hub.api_url)
         self.metrics = metrics or QuotaMetrics()
         # the operator's command-line defaults, where the store holds no default rule
         self.default_limits = default_limits
         self.detector = detector
-        self.observers: list[Callable[[Runtime, Any], Awaitable[None]]] = []
-        if detector is not None:
-            self.observers.append(self._detect)
         self._tracks: dict[str, Track] = {}
-        self._pid_gpus: tuple[Any, dict[int, list[int]]] = (None, {})  # per sample
-        self._gpu_names: dict[str, int] = {}  # index or UUID -> position, per sample
-        self._limits: tuple[Any, dict[tuple[str, tuple[str, ...]], Limits]] = (None, {})
-        self._report: CycleReport | None = None  # the cycle in progress
         self.kernels = KernelActivityCache()
 
     # --- the loop ---
@@ -117,78 +110,65 @@ class QuotaDaemon:
     async def run_cycle(self) -> CycleReport:
         started_at = asyncio.get_running_loop().time()
         now = datetime.fromtimestamp(self.clock.now(), UTC)
-        report = self._report = CycleReport(now)  # observers' stops land in it too
-        servers, sample, usages, rules = await asyncio.gather(
+        report = CycleReport(now)
+        servers, sample, scan, rules = await asyncio.gather(
             self.hub.servers(),
             self._sample(),
-            self._usages(),
+            self._processes(),
             self._current_rules(),
         )
         for gpu in sample.gpus:
             self.metrics.gpu(str(gpu.index), gpu.sm_util)
         live = [s for s in servers if s.pending != "spawn" and s.started is not None]
-        runtimes = [self._runtime(s, sample, usages) for s in live]
+        gpus = GpuIndex.of(sample)
+        runtimes = [self._runtime(s, gpus, scan.usages) for s in live]
+        new = await self._follow(runtimes)
         tracks = self._tracks
-        if len(tracks) != len(runtimes) or any(r.key not in tracks for r in runtimes):
-            for key in set(tracks) - {r.key for r in runtimes}:
-                del tracks[key]  # stopped: a new session starts afresh
-                self.kernels.forget(key)
-                if self.detector is not None:
-                    self.detector.forget(key)
-            await asyncio.gather(*(self._first_sight(r) for r in runtimes if r.key not in tracks))
+        # the CPU rate, at each process scan; a runtime first seen between scans takes
+        # the last scan at once, so that its first rate comes with the next one
+        for runtime in runtimes if scan.fresh else new:
+            note_scan(tracks[runtime.key], runtime.usage, now)
         await self._account(runtimes, now, report)
-        # kernel state only where a decision may depend on it: the detector watches every
-        # runtime; the idle rule only those it would warn or stop without kernel state
-        judged = [(r, self._limits_of(rules, r.server)) for r in runtimes]
-        idles = [idle(r, tracks[r.key], lim, now) for r, lim in judged]
-        # observers (the mining detector) judge behaviour over minutes: they look at each
-        # runtime when its processes were read, not at every GPU sample in between
-        observers = self.observers if self._scanned_this_cycle else []
-        asked = runtimes if observers else [r for r, v in zip(runtimes, idles, strict=True) if v]
-        await self.kernels.fill(self.hub, asked, self.clock.now())
-        for (runtime, limits), verdict in zip(judged, idles, strict=True):
-            for observer in observers:
-                await observer(runtime, self._observation(runtime, now))
-            if verdict is not None and runtime.kernels is not None:
-                verdict = idle(runtime, tracks[runtime.key], limits, now)
-            if verdict is not None or not young(runtime, tracks[runtime.key], limits, now):
+        judged = [(r, rules.limits_for(r.server, self.default_limits)) for r in runtimes]
+        # kernel state only where a decision may depend on it: the idle rule's for those
+        # it would warn or stop without kernel state (kernel state can only postpone that)
+        near = [idle(r, tracks[r.key], limits, now) is not None for r, limits in judged]
+        # the mining detector judges behaviour over minutes, and sees every runtime's
+        # kernels: it looks at each runtime when its processes were read, not at every
+        # GPU sample in between
+        detector = self.detector if scan.fresh else None
+        asked = [r for r, n in zip(runtimes, near, strict=True) if n or detector is not None]
+        kernels = await self.kernels.read(self.hub, asked, self.clock.now())
+        for runtime in asked:
+            runtime.kernels = kernels.get(runtime.key)
+        for (runtime, limits), maybe_idle in zip(judged, near, strict=True):
+            track = tracks[runtime.key]
+            if detector is not None:
+                await self._detect(detector, runtime, now, report)
+            # the idle rule's second pass, with the kernel state just asked
+            verdict = idle(runtime, track, limits, now) if maybe_idle else None
+            if verdict is not None or not young(runtime, track, limits, now):
                 await self._judge(runtime, limits, now, report, verdict)
         report.runtimes = len(runtimes)
         self.metrics.runtimes.set(len(runtimes))
         self.metrics.cycle_seconds.observe(asyncio.get_running_loop().time() - started_at)
         return report
 
-    def _limits_of(self, rules: list[Rule], server: ServerInfo) -> Limits:
-        """``_limits``, computed once per rule set and (user, groups)."""
-        if self._limits[0] is not rules:
-            self._limits = (rules, {})
-        key, cache = (server.user, server.groups), self._limits[1]
-        if key not in cache:
-            cache[key] = limits_of(rules, server, self.default_limits)
-        return cache[key]
-
-    async def _usages(self) -> dict[str, RuntimeUsage]:
-        now = self.clock.now()
+    async def _processes(self) -> Scan:
+        """The runtimes' processes: read where ``process_interval`` has passed, else the
+        last scan's (``fresh`` says which)."""
+        now, last = self.clock.now(), self._scan
         # a little slack: a cycle that starts a hair early still scans on schedule
-        due = self._scanned is None or now - self._scanned[0] >= self.process_interval - 0.05
-        self._scanned_this_cycle = due
-        if due:
-            self._scanned = (now, await run_blocking(self.scanner.scan))
-        assert self._scanned is not None
-        return self._scanned[1]
+        if last is not None and now - last.time < self.process_interval - 0.05:
+            return Scan(last.time, last.usages, fresh=False)
+        self._scan = Scan(now, await run_blocking(self.scanner.scan), fresh=True)
+        return self._scan
 
-    async def _current_rules(self) -> list[Rule]:
+    async def _current_rules(self) -> RulesRead:
         now = self.clock.now()
-        if self._rules is None or now - self._rules[0] >= self.rules_ttl:
-            self._rules = (now, await run_blocking(self.store.rules))
-        return self._rules[1]
-
-    def _gpus_of_pids(self, sample: TelemetrySample) -> dict[int, list[int]]:
-        if self._pid_gpus[0] is not sample:  # once per sample, with GPU names -> positions
-            self._pid_gpus = (sample, gpu_positions(sample.gpus))
-            names = {str(g.index): i for i, g in enumerate(sample.gpus)}
-            self._gpu_names = {**names, **{g.uuid: i for i, g in enumerate(sample.gpus)}}
-        return self._pid_gpus[1]
+        if self._rules is None or now - self._rules.time >= self.rules_ttl:
+            self._rules = RulesRead(now, await run_blocking(self.store.rules))
+        return self._rules
 
     async def _sample(self) -> TelemetrySample:
         try:
@@ -198,24 +178,27 @@ class QuotaDaemon:
             return TelemetrySample(self.clock.now(), ())
 
     def _runtime(
-        self, server: ServerInfo, sample: TelemetrySample, usages: dict[str, RuntimeUsage]
+        self, server: ServerInfo, gpus: GpuIndex, usages: Mapping[str, RuntimeUsage]
     ) -> Runtime:
         usage = usages.get(server.key)
         owner = usage.owner if usage else None
         kind = server.runtime_type or (owner.runtime_type if owner else "") or DEFAULT_RUNTIME_TYPE
-        # its GPUs: those assigned to it, and any GPU one of its processes computes on
-        index = self._gpus_of_pids(sample)
-        positions: set[int] = set()
-        if usage and index:
-            for pid in usage.pids:
-                at = index.get(pid)
-                if at:
-                    positions.update(at)
-        if owner and owner.gpus:
-            names = self._gpu_names
-            positions.update(names[g] for g in owner.gpus if g in names)
-        gpus = tuple(sample.gpus[i] for i in sorted(positions))
-        return Runtime(server, kind, gpus, usage)
+        return Runtime(server, kind, gpus.gpus_of(usage), usage)
+
+    async def _follow(self, runtimes: list[Runtime]) -> list[Runtime]:
+        """Tracks for the runtimes running now: new ones start one (and are returned),
+        stopped ones end theirs."""
+        tracks = self._tracks
+        if len(tracks) == len(runtimes) and all(r.key in tracks for r in runtimes):
+            return []
+        for key in set(tracks) - {r.key for r in runtimes}:
+            del tracks[key]  # stopped: a new session starts afresh
+            self.kernels.forget(key)
+            if self.detector is not None:
+                self.detector.forget(key)
+        new = [r for r in runtimes if r.key not in tracks]
+        await asyncio.gather(*(self._first_sight(r) for r in new))
+        return new
 
     async def _first_sight(self, runtime: Runtime) -> None:
         """A runtime new to this daemon (or to this daemon process, after a restart)."""
@@ -242,7 +225,12 @@ class QuotaDaemon:
         loses no GPU-seconds: the restarted daemon accounts from the store's cursors
         (only the unwritten part's utilization detail is replaced by the next sample).
         """
-        due = [(r, i) for r in runtimes if (i := self._pending(r, now)) is not None]
+        tracks, interval, period = self._tracks, self.interval, self.account_period
+        due = [
+            (r, i)
+            for r in runtimes
+            if (i := pending_interval(tracks[r.key], r, now, interval, period)) is not None
+        ]
         if not due:
             return
         added = await run_blocking(self.store.account_intervals, [i for _, i in due])
@@ -255,52 +243,6 @@ class QuotaDaemon:
                 self.metrics.user_gpu_seconds.labels(user=runtime.server.user).inc(
                     seconds * len(runtime.gpus)
                 )
-
-    def _pending(self, runtime: Runtime, now: datetime) -> tuple[Any, ...] | None:
-        """Fold this cycle into the runtime's track; its interval if one is due to write."""
-        track = self._tracks[runtime.key]
-        last_time = track.last_time
-        if last_time is None or now - last_time > MAX_BACKFILL:
-            # first sight: the interval that just passed (or since the start, if shorter)
-            started = runtime.server.started or now
-            last_time = max(started, now - timedelta(seconds=self.interval))
-            track.last_time = track.last_cycle = last_time
-        util = runtime.gpu_util
-        if util is not None:
-            utils = track.gpu_utils
-            while utils and utils[-1][1] <= util:
-                utils.pop()  # never again the max of a window that holds this sample
-            utils.append((now, util))
-        cpu_now = runtime.usage.cpu_seconds if runtime.usage else None
-        if cpu_now is not None and track.cpu_total is not None:
-            track.cpu_pending += max(0.0, cpu_now - track.cpu_total)  # exits can lower the sum
-        track.cpu_total = cpu_now
-        if runtime.usage is not None and runtime.usage is not track.usage:  # a new scan
-            t, scanned = now.timestamp(), track.cpu_scanned
-            if scanned is not None and cpu_now is not None and t > scanned[0]:
-                track.cpu_fraction = max(0.0, cpu_now - scanned[1]) / (t - scanned[0])
-            track.cpu_scanned = (t, cpu_now) if cpu_now is not None else None
-            track.usage = runtime.usage
-        segment = (now - (track.last_cycle or now)).total_seconds()
-        track.util_seconds += (util or 0.0) * max(0.0, segment)
-        track.last_cycle = now
-        start = last_time
-        span = (now - start).total_seconds()
-        if span <= 0 or span < self.account_period:
-            return None
-        server = runtime.server
-        mean_util = track.util_seconds / span
-        gpus = len(runtime.gpus)
-        return (
-            runtime.key,
-            server.user,
-            runtime.runtime_type,
-            start,
-            now,
-            gpus,
-            mean_util,
-            track.cpu_pending,
-        )
 
     # --- policy ---
 
@@ -378,21 +320,18 @@ class QuotaDaemon:
             datetime.fromtimestamp(self.clock.now(), UTC),
         )
 
-    # --- the mining detector's extension point ---
+    # --- the mining detector ---
 
-    def _observation(self, runtime: Runtime, now: datetime) -> Any:
-        """What observers see; built only when an observer listens."""
-        if not self.observers:
-            return None
-        return observation(runtime, now, self._tracks[runtime.key].cpu_fraction)
-
-    async def _detect(self, runtime: Runtime, observation: Any) -> None:
-        decision = self.detector.observe(observation)
-        if not decision.flagged or self._tracks[runtime.key].stopping:
+    async def _detect(
+        self, detector: Detector, runtime: Runtime, now: datetime, report: CycleReport
+    ) -> None:
+        track = self._tracks[runtime.key]
+        decision = detector.observe(observation(runtime, now, track.cpu_fraction))
+        if not decision.flagged or track.stopping:
             return
         explanation = decision.explain()
         message = "your runtime was stopped: it behaved like cryptocurrency mining"
         # the readable explanation beside the raw decision: admins read the event, not a dict
         details = {**decision.to_dict(), "explanation": explanation}
-        await self.stop(runtime, "mining-like", message, details, self._report)
+        await self.stop(runtime, "mining-like", message, details, report)
         await run_blocking(self.store.flag, runtime.server.user, explanation, True)

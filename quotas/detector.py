@@ -20,27 +20,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
-from kernelhub.quotas.signatures import (  # re-exported: their home was this module
-    SIGNATURES_FILE as SIGNATURES_FILE,
-)
-from kernelhub.quotas.signatures import (
-    CmdlinePattern as CmdlinePattern,
-)
-from kernelhub.quotas.signatures import (
-    ProcessInfo as ProcessInfo,
-)
-from kernelhub.quotas.signatures import (
-    SignatureError as SignatureError,
-)
-from kernelhub.quotas.signatures import (
-    Signatures as Signatures,
-)
-from kernelhub.quotas.signatures import (
-    load_signatures as load_signatures,
-)
-from kernelhub.quotas.signatures import (
-    parse_signatures as parse_signatures,
-)
+from kernelhub.quotas.signatures import ProcessInfo, Signatures, load_signatures
 from kernelhub.quotas.telemetry import GpuSample
 
 Verdict = Literal["mining-like", "clean", "insufficient-data"]

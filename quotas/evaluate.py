@@ -3,7 +3,8 @@
     .venv/bin/python -m kernelhub.quotas.evaluate [--window S] [--threshold X]
         [--max-delay S] [--signatures FILE] [LABELS]
 
-LABELS (default ``tests/data/labels.json``) lists runtimes, each a GPU trace
+LABELS (default ``tests/data/labels.json`` in the current directory, i.e. a kernelhub
+checkout: an installed package ships no labelled traces) lists runtimes, each a GPU trace
 (``trace``, relative to the labels file) or a CPU-only runtime (``duration_s``),
 its ``label`` (``mining`` / ``not-mining``), when mining starts
 (``mining_starts_s``), and what a trace cannot carry: ``kernel`` activity
@@ -19,7 +20,9 @@ no sleeping) through one ``MiningDetector``. A flag stops the runtime, as the
 quota daemon would. A mining runtime counts as detected only when flagged after
 mining started and within the maximum delay; a flag before it, or on a
 not-mining runtime, is a false positive. Exit status 0 when every runtime met
-its label, 1 when not, 2 when the labels file is malformed.
+its label, 1 when not, 2 on bad input: a missing or malformed labels or signature file
+(one ``error:`` line on stderr, no traceback; no LABELS and no default file is one) or a
+bad option (argparse's usage message).
 """
 
 from __future__ import annotations
@@ -40,13 +43,10 @@ from kernelhub.quotas.detector import (
     DetectorConfig,
     Endpoint,
     MiningDetector,
-    ProcessInfo,
     RuntimeObservation,
-    SignatureError,
-    Signatures,
-    load_signatures,
 )
 from kernelhub.quotas.replay import ReplayTelemetry
+from kernelhub.quotas.signatures import ProcessInfo, SignatureError, Signatures, load_signatures
 
 DEFAULT_LABELS = Path("tests/data/labels.json")
 DEFAULT_MAX_DELAY_S = 300.0
@@ -340,17 +340,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m kernelhub.quotas.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("labels", nargs="?", type=Path, default=DEFAULT_LABELS)
+    parser.add_argument("labels", nargs="?", type=Path, default=None)
     parser.add_argument("--window", type=float, help="detector window, seconds (default 240)")
     parser.add_argument("--threshold", type=float, help="score that flags (default 1.0)")
     parser.add_argument("--max-delay", type=float, help="seconds a miner may run (default: file's)")
     parser.add_argument("--signatures", type=Path, help="signature file (default: the shipped one)")
     args = parser.parse_args(argv)
+    if args.labels is None and not DEFAULT_LABELS.is_file():
+        # the default is the checkout's; an installed package has no tests/ folder
+        print(
+            f"error: LABELS is needed: no labels file given and {DEFAULT_LABELS} is not in "
+            f"{Path.cwd()} (pass one, e.g. a kernelhub checkout's tests/data/labels.json)",
+            file=sys.stderr,
+        )
+        return 2
     overrides = {"window_s": args.window, "threshold": args.threshold}
     try:
         config = DetectorConfig(**{k: v for k, v in overrides.items() if v is not None})
         signatures = load_signatures(args.signatures)
-        report = evaluate(args.labels, config, signatures, args.max_delay)
+        report = evaluate(args.labels or DEFAULT_LABELS, config, signatures, args.max_delay)
     except (LabelsError, SignatureError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -131,8 +131,11 @@ class HubApi:
         raise HubApiError(f"DELETE {path}: HTTP {response.status_code} {response.text[:200]}")
 
     async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
-        """The server's kernels, or None where they cannot be read (not ready, no scope)."""
-        if self.public_url is None or not server.ready or self._kernels_refused:
+        """The server's kernels, or None where they cannot be read (not ready, no scope).
+
+        The daemon's one source of kernel state (through ``KernelActivityCache``).
+        """
+        if not server.ready or not self.kernels_readable:
             return None
         url = f"{self.public_url}{server.url}api/kernels"
         try:

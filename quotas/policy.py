@@ -210,12 +210,7 @@ def check_spawn(
     CPU-only spawns are never refused for GPU reasons.
     """
     if limits.max_concurrent is not None and running_count >= limits.max_concurrent:
-        return Refusal(
-            "max-concurrent",
-            f"runtime limit reached: {running_count} of {limits.max_concurrent} "
-            f"{_plural(limits.max_concurrent, 'runtime')} running; stop one to start another",
-            {"running": running_count, "limit": limits.max_concurrent},
-        )
+        return runtime_limit_refusal(running_count, limits.max_concurrent)
     if requested_gpus <= 0:
         return None
     if gpu_blocked is not None:
@@ -243,6 +238,22 @@ def check_spawn(
     # both used up: report the one that frees up later, since only then can the user spawn
     never = datetime.max.replace(tzinfo=UTC)
     return max(week, day, key=lambda refusal: refusal.resets_at or never)
+
+
+def runtime_limit_refusal(running_count: int, limit: int) -> Refusal:
+    """The one answer to "too many runtimes at once", whichever limit says so.
+
+    The hub's cap (``RuntimeCatalog.max_running_runtimes_per_user``) and a quota
+    rule's ``max_concurrent`` both refuse with this: 403 like every other limit on
+    what a user may hold (the request itself is fine, the user's allowance is not),
+    and one message, so a user cannot tell, and need not care, which limit it was.
+    """
+    return Refusal(
+        "max-concurrent",
+        f"runtime limit reached: {running_count} of {limit} "
+        f"{_plural(limit, 'runtime')} running; stop one to start another",
+        {"running": running_count, "limit": limit},
+    )
 
 
 def _day_refusal(limits: Limits, used_seconds: float, now: datetime) -> Refusal | None:

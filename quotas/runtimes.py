@@ -18,16 +18,13 @@ busy host costs one ``listdir`` plus one small read per runtime process.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import re
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from kernelhub.contract import (
     CPU_LIMIT_LABEL,
@@ -38,13 +35,10 @@ from kernelhub.contract import (
     USER_LABEL,
     runtime_key,
 )
-from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
-from kernelhub.quotas.policy import SESSION_WARNING
 from kernelhub.quotas.procfs import read_bytes as _read_bytes
 from kernelhub.quotas.procfs import read_text as _read
 from kernelhub.quotas.procfs import readlink as _readlink
 from kernelhub.quotas.procfs import tcp_table as _tcp_table
-from kernelhub.quotas.telemetry import GpuSample
 
 CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # unclassified PIDs are re-checked this often (cycles): a PID may be reused
@@ -339,73 +333,3 @@ def docker_labels(container: str) -> dict[str, str] | None:
             client.close()
     except Exception:  # no engine, no such container, no permission: not ours to map
         return None
-
-
-# --- what the daemon assembles per runtime per cycle ---
-
-
-@dataclass
-class Runtime:
-    """What the daemon knows of one running runtime at one cycle."""
-
-    server: ServerInfo
-    runtime_type: str
-    gpus: tuple[GpuSample, ...] = ()
-    usage: RuntimeUsage | None = None
-    kernels: KernelActivity | None = None
-
-    @property
-    def key(self) -> str:
-        return self.server.key
-
-    @property
-    def gpu_util(self) -> float | None:
-        """Mean SM utilization (0..1) of its GPUs; None without a GPU."""
-        utils = [g.sm_util for g in self.gpus if g.sm_util is not None]
-        if not self.gpus:
-            return None
-        return sum(utils) / len(utils) / 100 if utils else 0.0
-
-
-def session_young(started: datetime, hours: float | None, now: datetime) -> bool:
-    """Too young for a session-age warning (``session_rule`` would say None)."""
-    aware = started.tzinfo is not None and hours is not None
-    return aware and now - started < timedelta(hours=hours or 0) - SESSION_WARNING
-
-
-def gpu_positions(gpus: tuple[GpuSample, ...]) -> dict[int, list[int]]:
-    """PID -> positions in ``gpus`` of the GPUs it computes on."""
-    index: dict[int, list[int]] = {}
-    for i, gpu in enumerate(gpus):
-        for p in gpu.processes:
-            at = index.setdefault(p.pid, [])
-            if not at or at[-1] != i:
-                at.append(i)
-    return index
-
-
-def observation(runtime: Runtime, now: datetime, cpu_fraction: float | None = None) -> Any:
-    """The mining detector's ``RuntimeObservation`` of ``runtime``: its GPUs carry only
-    its own processes; ``cpu_fraction`` is the cores it used since the previous scan,
-    judged against its CPU limit (the host's cores where it has none)."""
-    from kernelhub.quotas.detector import Endpoint, ProcessInfo, RuntimeObservation
-
-    usage, kernels = runtime.usage, runtime.kernels
-    pids = set(usage.pids) if usage else set()
-    gpus = tuple(
-        dataclasses.replace(g, processes=tuple(p for p in g.processes if p.pid in pids))
-        for g in runtime.gpus
-    )
-    return RuntimeObservation(
-        time=now.timestamp(),
-        runtime=runtime.key,
-        gpus=gpus,
-        processes=[ProcessInfo(*p) for p in usage.processes] if usage else [],
-        connections=[Endpoint(*c) for c in usage.connections] if usage else [],
-        cpu_fraction=cpu_fraction,
-        cpu_cores=(usage.owner.cpu_cores if usage else None) or float(os.cpu_count() or 1),
-        kernel_busy=kernels.busy if kernels else False,
-        last_kernel_activity=(
-            kernels.last_activity.timestamp() if kernels and kernels.last_activity else None
-        ),
-    )

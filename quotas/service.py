@@ -23,11 +23,13 @@ from urllib.parse import urlparse
 from tornado import web
 
 from kernelhub.contract import QUOTA_DB_ENV
+from kernelhub.quotas.api import make_app
 from kernelhub.quotas.clock import SystemClock
 from kernelhub.quotas.daemon import DEFAULT_INTERVAL, DEFAULT_PROCESS_INTERVAL, QuotaDaemon
 from kernelhub.quotas.hub_api import HubApi
 from kernelhub.quotas.metrics import CONTENT_TYPE_LATEST, QuotaMetrics
 from kernelhub.quotas.policy import Rule
+from kernelhub.quotas.ports import Detector
 from kernelhub.quotas.runtimes import ProcessScanner
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import GpuTelemetry
@@ -144,7 +146,7 @@ def make_telemetry(spec: str, clock: SystemClock, pids: Sequence[str] = ()) -> G
     raise SystemExit(f"kernelhub-quotad: --telemetry must be nvml or replay:PATH, not {spec!r}")
 
 
-def make_detector() -> Any:
+def make_detector() -> Detector:
     from kernelhub.quotas.detector import MiningDetector
 
     return MiningDetector()
@@ -173,10 +175,6 @@ def make_web_app(
     handlers: list[Any] = [(r"/metrics", MetricsHandler, options)]
     if prefix.rstrip("/"):
         handlers.append((prefix.rstrip("/") + "/metrics", MetricsHandler, options))
-    try:
-        from kernelhub.quotas.api import make_app
-    except ImportError:  # the API is optional: metrics alone still serve
-        return web.Application(handlers)
     app = make_app(store, hub_auth, prefix)
     # after the API's routes; its catch-all 404 only answers what no rule matches
     app.wildcard_router.add_rules(handlers)

@@ -2,7 +2,9 @@
 
 SQLite by default; PostgreSQL in the compose deployment, where it shares the hub's
 database, hence the ``quota_`` table prefix (and a version table of its own, see
-``migrations``). ``QuotaStore.open`` migrates to the head revision.
+``migrations``). Its owner, kernelhub-quotad, opens it with ``QuotaStore.open``, which
+migrates to the head revision (as does `kernelhub quota migrate`); the hub opens it
+with ``QuotaStore.open_read_only``, which never migrates and never writes.
 
 The store is synchronous and thread-safe: every call opens its own session, so
 callers run it on the shared executor. Rows come back detached (safe to hand to
@@ -13,22 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic.util.exc import CommandError
 from sqlalchemy import orm
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, MappedAsDataclass, mapped_column
 
 from kernelhub.quotas import migrations
+from kernelhub.quotas.engine import MIGRATE_HINT, QuotaStoreError, connect, unreachable
 from kernelhub.quotas.policy import LIMIT_FIELDS, SCOPES, Rule, Scope, utc
-
-
-class QuotaStoreError(RuntimeError):
-    """The quota database cannot be used (unsupported URL, unknown schema revision)."""
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -142,8 +141,9 @@ class RuleSet(NamedTuple):
 
 
 class QuotaStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, read_only: bool = False) -> None:
         self.engine = engine
+        self.read_only = read_only
         self._sessions = orm.sessionmaker(engine, expire_on_commit=False)
         # SQLite: writers take the write lock up front (BEGIN IMMEDIATE), so a second
         # writer waits for it rather than failing to upgrade a read lock mid-way
@@ -152,13 +152,9 @@ class QuotaStore:
 
     @classmethod
     def open(cls, url: str) -> QuotaStore:
-        """Connect and migrate to the head revision (a no-op when already there)."""
-        backend = make_url(url).get_backend_name()
-        if backend not in ("sqlite", "postgresql"):
-            raise QuotaStoreError(f"the quota store needs SQLite or PostgreSQL, not {backend}")
-        engine = sa.create_engine(url, pool_pre_ping=backend == "postgresql")
-        if backend == "sqlite":
-            _take_over_sqlite_transactions(engine)
+        """Connect and migrate to the head revision (a no-op when already there): for the
+        store's owner, kernelhub-quotad, and `kernelhub quota migrate`."""
+        engine = connect(url, read_only=False)
         try:
             with engine.execution_options(kernelhub_write=True).begin() as connection:
                 migrations.upgrade(connection)
@@ -169,8 +165,41 @@ class QuotaStore:
                     f"the quota database has a schema revision this kernelhub does not know "
                     f"(it expects {migrations.SCHEMA_REVISION}; written by a newer one?): {e}"
                 ) from None
+            if isinstance(e, sa.exc.DBAPIError):
+                raise unreachable(engine.url, e) from None
             raise
         return cls(engine)
+
+    @classmethod
+    def open_read_only(cls, url: str) -> QuotaStore:
+        """Connect without migrating; every write is refused: the hub's view of the store.
+
+        QuotaStoreError when there is nothing to read the way this kernelhub reads it:
+        no SQLite file, no schema yet, or a schema revision other than
+        ``migrations.SCHEMA_REVISION``. Nothing is created, not even the SQLite file.
+        """
+        engine = connect(url, read_only=True)
+        try:
+            with engine.connect() as connection:
+                revision = migrations.current(connection)
+        except BaseException as e:
+            engine.dispose()
+            if isinstance(e, sa.exc.DBAPIError):
+                raise unreachable(engine.url, e) from None
+            raise
+        if revision != migrations.SCHEMA_REVISION:
+            engine.dispose()
+            found = "has no schema yet" if revision is None else f"is at revision {revision}"
+            raise QuotaStoreError(
+                f"the quota store {found}, this kernelhub reads revision "
+                f"{migrations.SCHEMA_REVISION}: {MIGRATE_HINT}"
+            )
+        return cls(engine, read_only=True)
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at."""
+        with self.engine.connect() as connection:
+            return migrations.current(connection)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -183,6 +212,8 @@ class QuotaStore:
 
     @contextmanager
     def _write(self) -> Iterator[orm.Session]:
+        if self.read_only:  # the database refuses too; this says why, before trying
+            raise QuotaStoreError("this quota store is open read-only; kernelhub-quotad writes it")
         with self._write_sessions() as session, session.begin():
             yield session
 
@@ -238,27 +269,20 @@ class QuotaStore:
             query = sa.select(Usage).where(Usage.username == user, Usage.day >= since)
             return list(session.scalars(query.order_by(Usage.day, Usage.runtime_type)))
 
-    def gpu_seconds_by_day(self, user: str, since: date) -> list[tuple[date, float]]:
-        """(UTC day, GPU-seconds of all runtime types) from ``since`` on, oldest first:
-        the buckets ``policy.check_spawn`` takes for the rolling week."""
-        query = (
-            sa.select(Usage.day, sa.func.sum(Usage.gpu_seconds))
-            .where(Usage.username == user, Usage.day >= since)
-            .group_by(Usage.day)
-            .order_by(Usage.day)
-        )
-        with self._sessions() as session:
-            return [(day, float(seconds)) for day, seconds in session.execute(query)]
+    def reset_usage(self, user: str, since: date) -> float:
+        """Forget ``user``'s usage from the UTC day ``since`` on (an admin's "start
+        afresh"); the GPU-seconds forgotten.
 
-    def gpu_seconds(self, user: str, start: datetime, end: datetime) -> float:
-        """GPU-seconds of the UTC days [start, end) touches: usage is kept per day, so
-        pass midnights (``policy.midnight``) for exact day and week sums."""
-        first, last = utc(start).date(), (utc(end) - timedelta(microseconds=1)).date()
-        query = sa.select(sa.func.sum(Usage.gpu_seconds)).where(
-            Usage.username == user, Usage.day >= first, Usage.day <= last
-        )
-        with self._sessions() as session:
-            return float(session.scalar(query) or 0.0)
+        Runtime cursors stay: intervals already accounted are not counted again, so
+        a reset cannot be undone by re-accounting.
+        """
+        where = (Usage.username == user, Usage.day >= since)
+        total = sa.select(sa.func.coalesce(sa.func.sum(Usage.gpu_seconds), 0.0)).where(*where)
+        with self._write() as session:
+            forgotten = float(session.scalar(total) or 0.0)
+            delete = sa.delete(Usage).where(*where)
+            session.execute(delete.execution_options(synchronize_session=False))
+        return forgotten
 
     def set_rule(self, rule: Rule) -> None:
         """Create or replace the rule of ``rule.scope``/``rule.subject``, every field."""
@@ -348,19 +372,3 @@ class QuotaStore:
 def _rule(row: RuleRow) -> Rule:
     limits = {name: getattr(row, name) for name in LIMIT_FIELDS}
     return Rule(scope=row.scope, subject=row.subject, **limits)  # type: ignore[arg-type]
-
-
-def _take_over_sqlite_transactions(engine: Engine) -> None:
-    """Let SQLAlchemy begin transactions: Python's sqlite3 module (3.11) commits before DDL,
-    so a migration would not be atomic. SQLAlchemy's documented pysqlite recipe."""
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        # WAL: readers (the hub checking a spawn) never wait for the accounting writer
-        dbapi_connection.execute("PRAGMA journal_mode=WAL")
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get("kernelhub_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

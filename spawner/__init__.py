@@ -1,6 +1,3 @@
-"""kernelhub's runtime spawners (the ``spawner/`` folder, imported as ``kernelhub.spawner``)."""
-
-from .local import LocalRuntimeSpawner
-from .runtime import RuntimeSpawnerMixin
-
-__all__ = ["LocalRuntimeSpawner", "RuntimeSpawnerMixin"]
+"""kernelhub's runtime spawners (the ``spawner/`` folder, imported as ``kernelhub.spawner``):
+``runtime`` (the form, validation and apply every backend shares), ``local`` and
+``docker_runtime``."""

@@ -93,17 +93,12 @@ class RuntimeSpawnerMixin(Spawner):
     def _apply_runtime_options(self) -> Any:
         async def apply(spawner: Any, user_options: dict[str, Any]) -> None:
             spawner._progress_events.clear()
-            runtime_type = spawner.admit(user_options)
+            runtime_type = await spawner.admit_and_take_gpus(user_options)
             # record the type actually used (a request may leave it to the default)
             resolved = {**(user_options or {}), RUNTIME_OPTION: runtime_type.name}
             spawner.user_options = resolved
             if spawner.orm_spawner is not None:
                 spawner.orm_spawner.user_options = resolved
-            try:
-                await check_quota(spawner.user, spawner.name, runtime_type)
-            except RuntimeRequestError as e:
-                raise http_refusal(e.message, e.status) from None
-            spawner.take_gpus(runtime_type)
             spawner.runtime_type_name = runtime_type.name
             gpus = f"GPU {','.join(spawner.gpu_ids)}" if spawner.gpu_ids else "no GPU"
             spawner.report_progress(10, f"Runtime type {runtime_type.display_name} ({gpus})")
@@ -111,8 +106,29 @@ class RuntimeSpawnerMixin(Spawner):
 
         return apply
 
+    async def admit_and_take_gpus(self, user_options: Any) -> RuntimeType:
+        """Admit ``user_options`` and take the GPUs, atomically among this user's spawns.
+
+        The quota check awaits the store; without the user's admission lock a
+        second spawn of the same user could be counted before this one holds its
+        GPUs, and both would pass ``max_gpus``. HTTP 400/403 with the reason if refused.
+        """
+        admissions = self.catalog.admissions
+        async with admissions.lock(self.user.name):
+            try:
+                runtime_type = self.admit(user_options)
+                try:
+                    await check_quota(self.user, self.name, runtime_type)
+                except RuntimeRequestError as e:
+                    raise http_refusal(e.message, e.status) from None
+                self.take_gpus(runtime_type)
+            finally:
+                # holding its GPUs (or refused), this spawn now counts as itself
+                admissions.settle(self.user.name, self.name)
+        return runtime_type
+
     def admit(self, user_options: Any) -> RuntimeType:
-        """Validate ``user_options`` for this user now; HTTP 400 with the reason if refused."""
+        """Validate ``user_options`` for this user now; HTTP 400 (403 over a limit) if refused."""
         try:
             return self.catalog.admit_for(self.user, self.name, user_options)
         except RuntimeRequestError as e:

@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
+
+from kernelhub.launcher.credentials import OPERATOR_TOKEN_FILE
 
 KERNELHUB = str(Path(sys.executable).parent / "kernelhub")
 START_TIMEOUT = 60.0
@@ -119,8 +122,23 @@ class HubProcess:
             return {}
         return {p.name: p.read_text(errors="replace") for p in sorted(logs.glob("*.log"))}
 
-    def token(self, user: str) -> str:
-        """A token for ``user`` from `kernelhub token` (the operator's CLI)."""
+    def token(self, user: str, note: str = "test token") -> str:
+        """A new API token for ``user`` (created if missing), minted through the hub's
+        REST API with the operator token, as `kernelhub token` does but without a
+        subprocess (tests/test_cli.py runs the real command)."""
+        operator = (self.data_dir / OPERATOR_TOKEN_FILE).read_text().strip()
+        with self.api(operator) as hub:
+            path = f"users/{quote(user, safe='')}"
+            if hub.get(path).status_code == 404:
+                created = hub.post(path)
+                assert created.status_code == 201, f"creating {user}: {created.status_code}"
+            issued = hub.post(f"{path}/tokens", json={"note": note})
+            # the response body carries the token: only the status goes into a message
+            assert issued.status_code in (200, 201), f"a token for {user}: {issued.status_code}"
+            return str(issued.json()["token"])
+
+    def cli_token(self, user: str) -> str:
+        """A token for ``user`` from `kernelhub token` (the operator's CLI, a subprocess)."""
         result = subprocess.run(
             [KERNELHUB, "token", user, "--data-dir", str(self.data_dir)],
             capture_output=True,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
 from browser import (
     ARTIFACTS,
     Steps,
@@ -23,6 +24,8 @@ from browser import (
 )
 from harness import GOOGLE_DOMAIN, GoogleHub, google_user, stop_all_runtimes
 from playwright.sync_api import Page
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def sign_in_with_google(

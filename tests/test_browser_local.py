@@ -9,6 +9,7 @@ test_browser_google.py for the Google sign-in version).
 from __future__ import annotations
 
 import httpx
+import pytest
 from browser import (
     ARTIFACTS,
     browser_session,
@@ -20,6 +21,8 @@ from browser import (
     start_runtime_from_form,
 )
 from harness import HubProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 def test_a_notebook_is_created_run_saved_and_kept_after_sign_out(

@@ -9,7 +9,10 @@ Screenshots go to test-artifacts/browser-notices/.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
+import pytest
 from browser import (
     ACTION_TIMEOUT,
     ARTIFACTS,
@@ -22,7 +25,16 @@ from harness import HubProcess
 
 from kernelhub.quotas.store import QuotaStore
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 WARNING = "your runtime will be stopped at 14:10 UTC (in 10 minutes) if it stays idle"
+
+
+@pytest.fixture(scope="module")
+def hub(hub_factory: Callable[..., HubProcess]) -> HubProcess:
+    """A hub of this module's own: notices need the quota store `kernelhub up` gives the
+    quota daemon, which the shared hub leaves out."""
+    return hub_factory(name="browser-notices", quotas=True)
 
 
 def test_a_pending_idle_warning_shows_in_the_notebook_once(

@@ -24,6 +24,8 @@ from browser import ARTIFACTS, CELLS, DIALOG, browser_session, open_cpu_notebook
 from harness import HubProcess, stop_all_runtimes
 from playwright.sync_api import Locator, Page, expect
 
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
 PALETTE = ".jp-kh-SnippetPalette"
 PANEL = "#kernelhub-snippets-panel"
 PROBLEMS = ".jp-kh-Snippets-problems"
@@ -194,6 +196,7 @@ def test_ctrl_alt_p_finds_inserts_and_runs_a_snippet(
     assert re.search(r"free:\s+[\d.]+ GiB", output), output
 
 
+@pytest.mark.docker
 def test_the_test_image_serves_the_snippets_in_a_docker_runtime(
     docker_hub: HubProcess, username: str, passwords: dict[str, str]
 ) -> None:

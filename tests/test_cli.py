@@ -13,14 +13,18 @@ import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
 
 import httpx
 import pytest
 from harness import KERNELHUB, HubProcess, free_port, runtime_pids, wait_until
 
 from kernelhub.launcher.credentials import operator_token
-from kernelhub.launcher.up import write_hub_state
+from kernelhub.launcher.state import write_hub_state
+
+pytestmark = pytest.mark.slow
 
 CLI_TIMEOUT = 120.0
 PROGRESS_LINE = re.compile(r"\[\s*(\d{1,3})%\] \S.*")
@@ -314,3 +318,30 @@ def test_token_for_a_hub_that_is_not_running_says_so_in_one_line(tmp_path: Path)
     assert_one_line_error(
         result, [f"cannot reach the hub at {dead_url}", "is `kernelhub up` running for"]
     )
+
+
+class NotTheHub(BaseHTTPRequestHandler):
+    """A web server at the hub's URL that is not the hub: every path is an HTML page."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>Welcome to nginx!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # no request log in the test output
+
+
+def test_a_url_that_is_not_the_hub_is_one_line_and_no_traceback() -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), NotTheHub) as server:
+        Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_port}"
+        try:
+            result = kernelhub("runtime", "list", "--url", url, "--token", "not-checked")
+        finally:
+            server.shutdown()
+
+    assert_one_line_error(result, [f"the hub at {url} answered GET kernelhub/", "no JSON"])

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from harness import KERNELHUB, free_port, start_runtime, stop_all_runtimes, wait_until
 
+pytestmark = [pytest.mark.docker, pytest.mark.compose, pytest.mark.slow]
+
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ["hub", "docker-proxy", "ci-postgres", "test"]
 PROJECT = f"khcompose{secrets.token_hex(3)}"

@@ -26,6 +26,8 @@ from harness import (
     wait_until,
 )
 
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
 TEST_IMAGE = "kernelhub/runtime-test:latest"
 RUN_ID = secrets.token_hex(3)
 PREFIX = f"khtest{RUN_ID}"

@@ -26,6 +26,8 @@ from harness import (
     xsrf_token,
 )
 
+pytestmark = pytest.mark.slow
+
 DOMAIN = GOOGLE_DOMAIN  # users' e-mails; with one hosted domain user names drop it
 
 

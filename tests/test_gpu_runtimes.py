@@ -22,6 +22,8 @@ from harness import (
     text_of,
 )
 
+pytestmark = pytest.mark.slow
+
 ONE_GPU_CONFIG = """
 from kernelhub.runtimes.types import DEFAULT_RUNTIME_TYPES
 c.GpuInventory.devices = ["0"]

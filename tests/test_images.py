@@ -27,9 +27,10 @@ from kernelhub.imagetools import build as img
 from kernelhub.imagetools import packages as pkgs
 from kernelhub.runtimes.engine import find_image
 
+IMAGES_DIR = Path(__file__).resolve().parents[1] / "images"  # this checkout's
 TEST_IMAGE = "kernelhub/runtime-test:latest"
 SKIP_SECONDS = 5.0  # an up-to-date check is a few SDK calls; it measures well under 1s
-SERVER_PINS = img.DEFAULT_IMAGES_DIR / "common" / "server-requirements.txt"
+SERVER_PINS = IMAGES_DIR / "common" / "server-requirements.txt"
 FREEZE_LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==\S+$")
 
 
@@ -69,7 +70,7 @@ def engine() -> docker.DockerClient:
 @pytest.fixture(scope="module")
 def test_image(engine: docker.DockerClient) -> str:
     """The test image, which must already be built from the current sources."""
-    plan = img.plan_build(img.DEFAULT_IMAGES_DIR, "test")
+    plan = img.plan_build(IMAGES_DIR, "test")
     try:
         want = img.wanted_hash(engine, plan)
     except img.ImageError as e:
@@ -87,6 +88,7 @@ def test_image(engine: docker.DockerClient) -> str:
     return TEST_IMAGE
 
 
+@pytest.mark.docker
 def test_build_of_an_up_to_date_image_skips(test_image: str) -> None:
     run = kernelhub("images", "build", "test")
     assert run.returncode == 0, run.stderr
@@ -124,6 +126,7 @@ def test_unreachable_engine_is_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith(f"Error: cannot reach the Docker engine at unix://{socket} ")
 
 
+@pytest.mark.docker
 def test_missing_ca_bundle_is_one_line(engine: docker.DockerClient, tmp_path: Path) -> None:
     missing = tmp_path / "no-such-bundle.pem"
     run = kernelhub("images", "build", "test", "--ca-bundle", str(missing))
@@ -133,6 +136,7 @@ def test_missing_ca_bundle_is_one_line(engine: docker.DockerClient, tmp_path: Pa
     ]
 
 
+@pytest.mark.docker
 def test_smoke_test_runs_in_a_container(engine: docker.DockerClient, test_image: str) -> None:
     try:
         output = engine.containers.run(test_image, "kernelhub-smoke-test", remove=True)
@@ -162,6 +166,7 @@ print("loaded after use:", type(sys.modules["rfc3987_syntax"]).__name__ == "modu
 """
 
 
+@pytest.mark.docker
 def test_the_launcher_loads_the_iri_grammar_only_when_used(
     engine: docker.DockerClient, test_image: str
 ) -> None:
@@ -176,6 +181,7 @@ def test_the_launcher_loads_the_iri_grammar_only_when_used(
     ]
 
 
+@pytest.mark.docker
 def test_image_runs_the_single_user_server_as_jovyan(
     engine: docker.DockerClient, test_image: str
 ) -> None:
@@ -208,6 +214,7 @@ def test_server_pins_are_the_hubs_own_versions() -> None:
     ]
 
 
+@pytest.mark.docker
 def test_smoke_test_imports_every_package_of_a_manifest(
     engine: docker.DockerClient, test_image: str, tmp_path: Path
 ) -> None:
@@ -240,6 +247,7 @@ def test_smoke_test_imports_every_package_of_a_manifest(
     assert lines[-1] == "kernelhub-smoke-test: ok", lines
 
 
+@pytest.mark.docker
 def test_smoke_test_fails_clearly_on_a_bad_manifest(
     engine: docker.DockerClient, test_image: str, tmp_path: Path
 ) -> None:
@@ -277,6 +285,7 @@ def test_smoke_test_fails_clearly_on_a_bad_manifest(
     assert "kernelhub-smoke-test: ok" not in stdout
 
 
+@pytest.mark.docker
 def test_packages_lists_the_runtime_in_freeze_form(test_image: str) -> None:
     run = kernelhub("images", "packages", "test")
     assert run.returncode == 0, run.stderr
@@ -292,6 +301,7 @@ def test_packages_lists_the_runtime_in_freeze_form(test_image: str) -> None:
     assert keys == sorted(set(keys))
 
 
+@pytest.mark.docker
 def test_diff_compares_the_runtime_with_this_python(test_image: str) -> None:
     listed = kernelhub("images", "packages", "test").stdout.splitlines()
     runtime = {canonical(line.split("==")[0]): line for line in listed}
@@ -348,6 +358,7 @@ def test_diff_lines_for_each_kind_of_difference() -> None:
     )
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("command", ["packages", "diff"])
 def test_packages_and_diff_of_a_missing_image_are_one_line(
     engine: docker.DockerClient, monkeypatch: pytest.MonkeyPatch, command: str

@@ -1,4 +1,5 @@
-"""`kernelhub quota show|set|...` against the live quota service.
+"""`kernelhub quota show|set|...` against the live quota service, and `kernelhub quota
+migrate` against a quota store directly.
 
 A few tests run the real `kernelhub` process; the rest invoke the same click
 command in this process (each `kernelhub` start costs seconds of imports), still
@@ -10,13 +11,18 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from test_cli import CliResult, assert_one_line_error, kernelhub
 
 from kernelhub.cli import main
+from kernelhub.contract import QUOTA_DB_ENV
+from kernelhub.quotas import migrations
+from kernelhub.quotas.store import QuotaStore
 
 if TYPE_CHECKING:  # loaded by pytest as a plugin
     from quota_fixtures import QuotaService
@@ -160,3 +166,58 @@ def test_token_problems_give_one_line(quota_service: QuotaService) -> None:
     assert_one_line_error(wrong, ["refused this API token"])
     unreachable = kernelhub("quota", "show", "--url", "http://127.0.0.1:9", "--token", "t")
     assert_one_line_error(unreachable, ["cannot reach the quota service"])
+
+
+def migrate_cli(*args: str) -> CliResult:
+    """`kernelhub quota migrate ARGS` in this process, the store's URL not in the environment."""
+    done = CliRunner().invoke(main, ["quota", "migrate", *args], env={QUOTA_DB_ENV: None})
+    return CliResult(done.exit_code, done.stdout, done.stderr)
+
+
+def tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(sa.inspect(connection).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_migrate_creates_the_schema_the_hub_reads_and_again_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'quotas.sqlite'}"
+    first = kernelhub("quota", "migrate", "--db-url", url)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == f"quota store at revision {migrations.SCHEMA_REVISION}\n"
+    created = tables(url)
+    assert migrations.VERSION_TABLE in created and "quota_usage" in created
+    with QuotaStore.open_read_only(url) as store:  # as the hub opens it
+        assert store.rules() == []
+
+    again = kernelhub("quota", "migrate", env={QUOTA_DB_ENV: url})
+
+    assert (again.returncode, again.stdout, again.stderr) == (0, first.stdout, "")
+    assert tables(url) == created
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--db-url", "not a url"], ["not a database URL"]),
+        (["--db-url", "mysql://quota@localhost/quotas"], ["needs SQLite or PostgreSQL"]),
+        (
+            ["--db-url", "sqlite:////nonexistent-kernelhub-dir/quotas.sqlite"],
+            ["cannot open the quota store", "unable to open database file"],
+        ),
+        (
+            ["--db-url", "postgresql+psycopg://quota:s3cret@127.0.0.1:9/quotas"],
+            ["cannot open the quota store", "quota:***@127.0.0.1:9", "Connection refused"],
+        ),
+        ([], ["Missing option '--db-url'", QUOTA_DB_ENV]),
+    ],
+)
+def test_migrate_with_a_bad_or_no_url_gives_one_line(args: list[str], fragments: list[str]) -> None:
+    result = migrate_cli(*args)
+    assert_one_line_error(result, fragments)
+    assert "s3cret" not in result.stderr

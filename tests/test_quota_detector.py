@@ -18,13 +18,15 @@ from kernelhub.quotas.detector import (
     DetectorConfig,
     Endpoint,
     MiningDetector,
-    ProcessInfo,
     RuntimeObservation,
+)
+from kernelhub.quotas.evaluate import LabelsError, evaluate, load_cases, main
+from kernelhub.quotas.signatures import (
+    ProcessInfo,
     SignatureError,
     load_signatures,
     parse_signatures,
 )
-from kernelhub.quotas.evaluate import LabelsError, evaluate, load_cases, main
 from kernelhub.quotas.telemetry import read_trace
 
 DATA = Path(__file__).parent / "data"

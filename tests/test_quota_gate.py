@@ -2,20 +2,27 @@
 
 A real hub (local runtimes, a configured inventory of two GPUs) and the quota
 store `kernelhub up` gives kernelhub-quotad; usage is written into that store
-as the daemon would account it.
+as the daemon would account it. The hub only reads the store: it creates and
+migrates nothing, so the fixtures migrate it as the daemon does at its start.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import pytest
 from harness import HubProcess, server_path, start_runtime, stop_all_runtimes
 
+from kernelhub.quotagate.gate import STORE_UNAVAILABLE
 from kernelhub.quotas.policy import Rule
 from kernelhub.quotas.store import QuotaStore
+
+pytestmark = pytest.mark.slow
 
 CONFIG = """
 c.GpuInventory.devices = ["0", "1"]
@@ -114,3 +121,39 @@ def test_a_flag_that_blocks_gpus_refuses_gpu_spawns_only(
         "ask an administrator"
     )
     assert start_runtime(api, username, "", "cpu")["ready"]
+
+
+def test_the_hub_never_migrates_the_quota_store_and_refuses_spawns_until_it_can_read_it(
+    hub_factory: Callable[..., HubProcess], tmp_path: Path, username: str
+) -> None:
+    empty = tmp_path / "quotas.sqlite"
+    empty.touch()
+    url = f"sqlite:///{empty}"
+    # the hub's gate reads the empty file; the daemon `kernelhub up` starts keeps its own
+    hub = hub_factory(f"c.QuotaGate.db_url = {url!r}\n", name="quota-gate-unmigrated")
+    cpu = {"user_options": {"runtime": "cpu"}}
+    with hub.api(hub.token(username)) as api:
+        try:
+            refused = [api.post(server_path(username, name), json=cpu) for name in ("", "b")]
+            notices = api.get(f"kernelhub/notices/{username}")
+
+            assert [r.status_code for r in refused] == [503, 503], refused[0].text
+            assert refused[0].json()["message"] == STORE_UNAVAILABLE
+            assert api.get(f"users/{username}").json()["servers"] == {}
+            assert notices.status_code == 200 and notices.json() == {"notices": []}
+            with closing(sqlite3.connect(empty)) as db:
+                assert db.execute("SELECT name FROM sqlite_master").fetchall() == []
+            assert empty.stat().st_size == 0, "the hub wrote to the quota store"
+            warning = "Quota checks unavailable, spawns refused: the quota store has no schema yet"
+            assert hub.log().count(warning) == 1, "once per cause, not once per spawn"
+
+            # migrated, as kernelhub-quotad does when it starts: read from the next spawn on
+            with QuotaStore.open(url) as store:
+                store.set_rule(Rule("user", username, max_concurrent=1))
+            assert start_runtime(api, username, "", "cpu")["ready"]
+            second = api.post(server_path(username, "b"), json=cpu)
+            assert second.status_code == 403, second.text
+            assert second.json()["message"].startswith("runtime limit reached: 1 of 1 runtime")
+            assert "Quota checks available again" in hub.log()
+        finally:
+            stop_all_runtimes(api, username)

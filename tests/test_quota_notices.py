@@ -26,6 +26,8 @@ from harness import (
 from kernelhub.quotagate.notices import Notice, RunningServer, build_notices
 from kernelhub.quotas.store import QuotaStore
 
+pytestmark = pytest.mark.slow
+
 SESSION_STOP = "your GPU runtime was stopped after 12 h, the maximum session length"
 # the hub's QuotaGate reads a store that cannot be opened; the daemon keeps its own
 BROKEN_CONFIG = 'c.QuotaGate.db_url = "sqlite:////nonexistent-kernelhub-dir/quotas.sqlite"\n'

@@ -6,6 +6,7 @@ Every test runs on both backends; PostgreSQL tests get a database of their own.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +24,7 @@ from alembic.runtime.migration import MigrationContext
 from kernelhub.quotas import migrations
 from kernelhub.quotas.policy import UNLIMITED, Rule, effective_limits, midnight
 from kernelhub.quotas.store import Base, QuotaStore, QuotaStoreError
+from kernelhub.quotas.usage import read_usage
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
 QUOTA_TABLES = {"quota_usage", "quota_rules", "quota_events", "quota_flags", "quota_cursors"}
@@ -137,6 +140,58 @@ def test_unsupported_databases_are_refused() -> None:
         QuotaStore.open("mysql://quota@localhost/quotas")
 
 
+def test_reading_read_only_never_migrates_and_never_writes(db_url: str) -> None:
+    """The hub's view: an unmigrated database stays as it is, a migrated one reads."""
+    assert revision_and_tables(db_url) == (None, set())  # SQLite: an empty file now
+    with pytest.raises(QuotaStoreError, match=r"has no schema yet.*kernelhub quota migrate"):
+        QuotaStore.open_read_only(db_url)
+    assert revision_and_tables(db_url) == (None, set())
+
+    with QuotaStore.open(db_url) as owner:
+        owner.account_interval("ann/", "ann", "gpu", at(0), at(60), 1, 1.0, 0.0)
+    with QuotaStore.open_read_only(db_url) as reader:
+        assert [u.gpu_seconds for u in reader.usage("ann", T0.date())] == [60.0]
+        with pytest.raises(QuotaStoreError, match="read-only"):
+            reader.set_rule(Rule(gpu_hours_week=1))
+        # and should a write get past the store, the database refuses it
+        with pytest.raises(sa.exc.DBAPIError), reader.engine.begin() as connection:
+            connection.exec_driver_sql("DELETE FROM quota_usage")
+        assert [u.gpu_seconds for u in reader.usage("ann", T0.date())] == [60.0]
+
+
+def test_reading_read_only_refuses_another_schema_revision(db_url: str) -> None:
+    QuotaStore.open(db_url).close()
+    engine = sa.create_engine(db_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(f"UPDATE {migrations.VERSION_TABLE} SET version_num = '0000'")
+    engine.dispose()
+    expected = "is at revision 0000, this kernelhub reads revision 0001"
+    with pytest.raises(QuotaStoreError, match=expected):
+        QuotaStore.open_read_only(db_url)
+
+
+def test_reading_a_missing_sqlite_file_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "quotas.sqlite"
+    with pytest.raises(QuotaStoreError, match=re.escape(f"no quota store at {missing}")):
+        QuotaStore.open_read_only(f"sqlite:///{missing}")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("not a url", "not a database URL"),
+        ("sqlite:////nonexistent-kernelhub-dir/quotas.sqlite", "unable to open database file"),
+        ("postgresql+psycopg://quota:s3cret@127.0.0.1:9/quotas", "quota:***@127.0.0.1:9"),
+    ],
+)
+def test_unusable_urls_are_one_line_errors_without_the_password(url: str, fragment: str) -> None:
+    with pytest.raises(QuotaStoreError) as refused:
+        QuotaStore.open(url)
+    message = str(refused.value)
+    assert fragment in message and "\n" not in message and "s3cret" not in message
+
+
 def test_reaccounting_after_a_crash_never_counts_twice(db_url: str) -> None:
     with QuotaStore.open(db_url) as store:
         assert store.account_interval("ann/", "ann", "gpu", at(0), at(5), 1, 0.5, 1.0) == 5
@@ -173,7 +228,7 @@ def test_kill_9_mid_accounting_loses_nothing_once_reaccounted(db_url: str) -> No
             store.account_interval(
                 "bob/train", "bob", "gpu", begin, begin + timedelta(minutes=1), 2, 1.0, 60
             )
-        by_day = dict(store.gpu_seconds_by_day("bob", start.date()))
+        by_day = {u.day: u.gpu_seconds for u in store.usage("bob", start.date())}
     assert by_day[start.date()] == 2 * 1800  # 23:30 to midnight, 2 GPUs
     assert sum(by_day.values()) == 2 * 60 * minutes
 
@@ -229,10 +284,25 @@ def test_intervals_crossing_midnight_are_split_between_the_days(store: QuotaStor
         ("2026-11-27", "cpu", 0, 0, 12 * 3600),
         ("2026-11-27", "gpu", 20, 10, 4),
     ]
-    day = midnight(date(2026, 11, 27))
-    assert store.gpu_seconds("dan", day, day + timedelta(days=1)) == 20
-    assert store.gpu_seconds("dan", day - timedelta(days=6), day + timedelta(days=1)) == 40
-    assert store.gpu_seconds_by_day("dan", date(2026, 11, 27)) == [(date(2026, 11, 27), 20)]
+    usage = read_usage(store, "dan", [], midnight(date(2026, 11, 27)) + timedelta(hours=12))
+    assert (usage.day_gpu_seconds, usage.week_gpu_seconds) == (20, 40)
+
+
+def test_reset_forgets_usage_from_a_day_on_and_re_accounting_does_not_bring_it_back(
+    store: QuotaStore,
+) -> None:
+    for day in range(3):  # an hour a day, on three days
+        begin = T0 + timedelta(days=day)
+        store.account_interval("mo/", "mo", "gpu", begin, begin + timedelta(hours=1), 1, 1.0, 0)
+
+    assert store.reset_usage("mo", (T0 + timedelta(days=1)).date()) == 2 * 3600
+
+    assert [u.day for u in store.usage("mo", T0.date())] == [T0.date()]
+    begin = T0 + timedelta(days=2)  # the daemon accounts the last interval again
+    store.account_interval("mo/", "mo", "gpu", begin, begin + timedelta(hours=1), 1, 1.0, 0)
+    assert [u.day for u in store.usage("mo", T0.date())] == [T0.date()]
+    assert store.reset_usage("mo", T0.date()) == 3600
+    assert store.reset_usage("mo", T0.date()) == 0
 
 
 def test_naive_datetimes_are_refused(store: QuotaStore) -> None:

@@ -41,6 +41,8 @@ from kernelhub.quotas.runtimes import ProcessScanner
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import read_trace
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data"
 TRAINING_PID, IDLE_PID = 4121, 2877  # the PIDs recorded in training / idle_with_memory
 
@@ -84,6 +86,12 @@ def make_daemon(
     api_url = internal_api_url(hub)
     client = HubApi(api_url, operator_token(hub.data_dir), public_url=hub.url)
     return QuotaDaemon(store, telemetry, client, clock, scanner=ProcessScanner(api_url))
+
+
+async def close_hub(daemon: QuotaDaemon) -> None:
+    """Close make_daemon's HubApi: the daemon only uses the client it is given."""
+    assert isinstance(daemon.hub, HubApi)
+    await daemon.hub.close()
 
 
 def start_user_runtime(api: httpx.Client, user: str) -> None:
@@ -137,7 +145,7 @@ async def test_runtime_past_max_age_is_stopped_with_reason_and_drive_intact(
         clock.advance(10 * 60)
         stopped = await daemon.run_cycle()
     finally:
-        await daemon.hub.close()
+        await close_hub(daemon)
     assert (f"{username}/", "max-session-age") in stopped.stops
     wait_until(lambda: not servers(operator, username), timeout=60, what="the stop")
     wait_for_process_exit([pid])
@@ -174,7 +182,7 @@ async def test_idle_gpu_runtime_stopped_busy_gpu_runtime_kept(
             reports.append(await daemon.run_cycle())
             clock.advance(60)
     finally:
-        await daemon.hub.close()
+        await close_hub(daemon)
         stop_all_runtimes(operator, busy_user)
     stops = [s for r in reports for s in r.stops]
     warnings = [w for r in reports for w in r.warnings]

@@ -19,7 +19,7 @@ import pytest
 
 from kernelhub.quotas.clock import VirtualClock
 from kernelhub.quotas.daemon import QuotaDaemon
-from kernelhub.quotas.hub_api import ServerInfo
+from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
 from kernelhub.quotas.replay import ReplayTelemetry
 from kernelhub.quotas.runtimes import Owner, RuntimeUsage, _owner_from_labels
 from kernelhub.quotas.store import QuotaStore
@@ -31,6 +31,7 @@ CPU_PER_SCAN = 2.0  # CPU seconds the runtime uses between two scans
 
 class OneServerHub:
     api_url = "http://127.0.0.1:8081/hub/api"
+    kernels_readable = True  # asked, and answers nothing
 
     def __init__(self, started: datetime) -> None:
         self.server = ServerInfo("ada", "", "cpu", started, started, True, None, "/user/ada/")
@@ -38,7 +39,7 @@ class OneServerHub:
     async def servers(self) -> list[ServerInfo]:
         return [self.server]
 
-    async def kernel_activity(self, server: ServerInfo) -> None:
+    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
         return None
 
     async def stop_server(self, user: str, server: str) -> bool:
@@ -85,11 +86,11 @@ def run_cycles(store: QuotaStore, owner: Owner, cycles: int) -> tuple[CountingSc
     daemon = QuotaDaemon(
         store,
         ReplayTelemetry(no_gpus, clock, loop=True),
-        OneServerHub(datetime.fromtimestamp(START, UTC) - timedelta(minutes=5)),  # type: ignore[arg-type]
+        OneServerHub(datetime.fromtimestamp(START, UTC) - timedelta(minutes=5)),
         clock,
         interval=1.0,
         process_interval=5.0,
-        scanner=scanner,  # type: ignore[arg-type]
+        scanner=scanner,
         detector=detector,
     )
 
@@ -135,3 +136,44 @@ def test_a_containers_cpu_limit_comes_from_its_label(label: str, cores: float | 
     labels = {"org.kernelhub.user": "ada", "org.kernelhub.cpu-limit": label}
     owner = _owner_from_labels("c0ffee", lambda _: labels)
     assert owner is not None and owner.cpu_cores == cores
+
+
+class KernelsHub(OneServerHub):
+    """ada and bob idle for 85 minutes (near the default 90-minute limit), cy active now;
+    ada's kernel is executing, bob's kernels cannot be read. Records what it is asked."""
+
+    def __init__(self, now: datetime) -> None:
+        started = now - timedelta(hours=2)
+        self.all = [
+            ServerInfo(u, "", "cpu", started, now - timedelta(minutes=m), True, None, f"/user/{u}/")
+            for u, m in (("ada", 85), ("bob", 85), ("cy", 1))
+        ]
+        self.asked: list[str] = []
+
+    async def servers(self) -> list[ServerInfo]:
+        return self.all
+
+    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
+        self.asked.append(server.key)
+        return KernelActivity(True, None) if server.user == "ada" else None
+
+
+class NoProcesses:
+    def scan(self) -> dict[str, RuntimeUsage]:
+        return {}
+
+
+def test_kernel_state_is_asked_only_near_the_idle_limit_and_decides_there(
+    store: QuotaStore,
+) -> None:
+    clock = VirtualClock(START)
+    hub = KernelsHub(datetime.fromtimestamp(START, UTC))
+    no_gpus = [TelemetrySample(START, ()).to_json_line()]
+    daemon = QuotaDaemon(
+        store, ReplayTelemetry(no_gpus, clock, loop=True), hub, clock, scanner=NoProcesses()
+    )
+
+    report = asyncio.run(daemon.run_cycle())
+
+    assert hub.asked == ["ada/", "bob/"]  # cy is far from its limit: nothing to ask
+    assert report.warnings == [("bob/", "idle")]  # ada's executing kernel is not idle

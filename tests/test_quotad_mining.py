@@ -47,6 +47,8 @@ from kernelhub.quotas.runtimes import ProcessScanner
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import read_trace
 
+pytestmark = pytest.mark.slow
+
 DATA = Path(__file__).parent / "data"
 # trace file → the PID it records (tests/data/README.md), one GPU per trace
 TRACES = {
@@ -63,7 +65,11 @@ c.GpuInventory.devices = ["0", "1"]
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('mining-store') / 'quotas.sqlite'}"
+    url = f"sqlite:///{tmp_path_factory.mktemp('mining-store') / 'quotas.sqlite'}"
+    # the hub only reads the store (it refuses spawns without one): migrated here, as
+    # kernelhub-quotad does when it starts
+    QuotaStore.open(url).close()
+    return url
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,15 @@
 """Specification of runtime types: configuration parsing, request validation and the catalog."""
 
+import asyncio
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
 import pytest
 from traitlets import TraitError
 from traitlets.config import Config
 
-from kernelhub.runtimes.catalog import RuntimeCatalog
+from kernelhub.quotas.policy import Limits, check_spawn
+from kernelhub.runtimes.catalog import RuntimeCatalog, UserLoad
 from kernelhub.runtimes.gpus import GpuInventory
 from kernelhub.runtimes.types import (
     DEFAULT_RUNTIME_TYPES,
@@ -201,5 +206,80 @@ def test_admit_enforces_the_per_user_cap(singletons, cap, other_running, admitte
     if admitted:
         assert catalog.admit({"runtime": "cpu"}, [], other_running).name == "cpu"
         return
-    with pytest.raises(RuntimeRequestError, match=f"the most allowed at once is {cap}"):
+    with pytest.raises(RuntimeRequestError, match=f"runtime limit reached: {cap} of {cap} "):
         catalog.admit({"runtime": "cpu"}, [], other_running)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_the_hub_cap_and_a_quota_rule_refuse_too_many_runtimes_alike(singletons, limit):
+    catalog = RuntimeCatalog(config=catalog_config(max_running_runtimes_per_user=limit))
+    with pytest.raises(RuntimeRequestError) as by_cap:
+        catalog.admit({"runtime": "cpu"}, [], other_running=limit)
+
+    by_rule = check_spawn(Limits(max_concurrent=limit), 0, [], limit, 0, datetime.now(UTC))
+
+    assert by_rule is not None
+    assert (by_cap.value.status, by_cap.value.message) == (by_rule.status, by_rule.message)
+    assert by_cap.value.status == 403
+
+
+def hub_user(name: str = "alice", **servers: tuple[bool, list[str]]) -> SimpleNamespace:
+    """A stand-in JupyterHub user: server name -> (active, GPU ids held)."""
+    spawners = {
+        server: SimpleNamespace(active=active, gpu_ids=gpus)
+        for server, (active, gpus) in servers.items()
+    }
+    return SimpleNamespace(name=name, spawners=spawners, groups=[])
+
+
+def test_load_counts_other_active_runtimes_and_their_gpus(singletons):
+    user = hub_user(default=(True, ["0"]), exp1=(True, []), old=(False, ["1"]))
+    catalog = RuntimeCatalog()
+    assert catalog.load_of(user, "new") == UserLoad(runtimes=2, gpus=1)
+    assert catalog.load_of(user, "default") == UserLoad(runtimes=1, gpus=0)
+
+
+def test_an_admitted_spawn_counts_until_its_spawner_holds_its_gpus(singletons):
+    catalog = RuntimeCatalog()
+    gpu = catalog.get("gpu")
+    user = hub_user()  # no server yet: the REST API admits before JupyterHub creates it
+
+    catalog.admissions.add("alice", "exp1", gpu)
+    assert catalog.load_of(user, "exp2") == UserLoad(runtimes=1, gpus=1)
+    assert catalog.load_of(user, "exp1") == UserLoad(runtimes=0, gpus=0), "not itself"
+
+    user.spawners["exp1"] = SimpleNamespace(active=True, gpu_ids=[])  # starting, no GPU yet
+    catalog.admissions.end_request(user, "exp1")
+    assert catalog.load_of(user, "exp2") == UserLoad(runtimes=1, gpus=1), "counted once"
+
+    user.spawners["exp1"].gpu_ids = ["0"]
+    catalog.admissions.settle("alice", "exp1")
+    assert catalog.load_of(user, "exp2") == UserLoad(runtimes=1, gpus=1)
+
+
+def test_an_admission_whose_request_ended_with_no_spawn_is_forgotten(singletons):
+    catalog = RuntimeCatalog()
+    user = hub_user()
+    catalog.admissions.add("alice", "exp1", catalog.get("gpu"))
+
+    catalog.admissions.end_request(user, "exp1")  # JupyterHub refused, or the spawn failed
+
+    assert catalog.load_of(user, "exp2") == UserLoad(runtimes=0, gpus=0)
+    assert not catalog.admissions.in_flight(user, "exp1")
+
+
+async def test_admissions_of_one_user_are_judged_one_after_the_other(singletons):
+    """Count, an awaited check, then record: under the user's lock no two see one count."""
+    catalog = RuntimeCatalog()
+    user = hub_user()
+    seen: list[UserLoad] = []
+
+    async def admit(server: str) -> None:
+        async with catalog.admissions.lock(user.name):
+            seen.append(catalog.load_of(user, server))
+            await asyncio.sleep(0.01)  # the quota store is read on a thread meanwhile
+            catalog.admissions.add(user.name, server, catalog.get("gpu"))
+
+    await asyncio.gather(*(admit(f"exp{i}") for i in range(3)))
+
+    assert [load.gpus for load in seen] == [0, 1, 2]

@@ -23,6 +23,8 @@ from harness import (
     write_test_credentials,
 )
 
+pytestmark = pytest.mark.slow
+
 CONFIG_PROBLEMS = [
     pytest.param(None, "does not exist", id="missing-file"),
     pytest.param("c.JupyterHub.port = (\n", "line 1", id="syntax-error"),
@@ -187,7 +189,7 @@ def test_help_lists_the_environment_variables() -> None:
 
 
 def test_local_passwords_are_generated_private_and_shown_once(tmp_path: Path) -> None:
-    hub = HubProcess(data_dir=tmp_path / "data", port=free_port())
+    hub = HubProcess(data_dir=tmp_path / "data", port=free_port(), env={"KERNELHUB_QUOTAS": "0"})
     try:
         hub.start()
         hub.stop(signal.SIGINT)
@@ -250,7 +252,7 @@ def test_the_hub_database_can_be_postgresql(
     # the quota daemon keeps its store there too; the URL (a password, in production)
     # travels in its environment and never reaches the log
     quota_env = {"KERNELHUB_QUOTA_DB_URL": postgres_url}
-    hub = hub_factory(name="postgres", db_url=postgres_url, env=quota_env)
+    hub = hub_factory(name="postgres", db_url=postgres_url, env=quota_env, quotas=True)
     token = hub.token("frank")
     with hub.api(token) as api:
         start_runtime(api, "frank")

@@ -501,7 +501,7 @@ def current_runtime_image(name: str) -> str | None:
     """The tag of runtime image NAME if the engine has it built from these sources."""
     try:
         engine = img.engine()
-        want = img.wanted_hash(engine, img.plan_build(img.DEFAULT_IMAGES_DIR, name))
+        want = img.wanted_hash(engine, img.plan_build(ROOT / "images", name))
     except img.ImageError:
         return None
     image = find_image(engine, img.runtime_tag(name))
@@ -513,6 +513,7 @@ def current_runtime_image(name: str) -> str | None:
 # scripts/dev test builds both (the CPU image is the ML stack users start); the GPU
 # image installs the wheel in the same last layer, and needs a GPU host to be worth
 # building (tensorflow[and-cuda]), so it is not built for the tests
+@pytest.mark.docker
 @pytest.mark.parametrize("name", ["test", "cpu"])
 def test_runtime_image_has_both_parts_enabled(name: str) -> None:
     tag = current_runtime_image(name)

@@ -6,6 +6,8 @@ import httpx
 import pytest
 from harness import HubProcess, runtime_pids, sign_in, text_of, wait_ready, xsrf_token
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def browser(hub: HubProcess, username: str, passwords: dict[str, str]) -> httpx.Client:

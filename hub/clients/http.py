@@ -1,17 +1,20 @@
-"""A small client for the hub's REST API (JupyterHub's plus kernelhub's)."""
+"""HTTP clients of the REST APIs behind the hub's public URL: one base, ``ApiClient``
+(token header, timeouts, failures as one-line errors), and the hub's own API
+(JupyterHub's plus kernelhub's)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar, Self
 from urllib.parse import quote
 
 import httpx
 
 
-class HubError(Exception):
-    """The hub refused a request or could not be reached; ``message`` says why."""
+class ApiError(Exception):
+    """An API refused a request (``status`` is its HTTP status) or could not be reached
+    (``status`` 0); ``message`` says why, in one line."""
 
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
@@ -19,40 +22,87 @@ class HubError(Exception):
         self.status = status
 
 
-class HubClient:
-    # the hub sends a keepalive on progress streams every few seconds
-    PROGRESS_READ_TIMEOUT = 120.0
+class ApiClient:
+    """Synchronous client of one REST API, authenticated with a hub API token.
 
-    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
-        self.base_url = url.rstrip("/")
-        self.identified = False  # has the hub accepted the token yet?
+    Subclasses name the API (``service``, in "cannot reach" messages), raise their own
+    ``error`` (an ApiError), and may word refusals differently (``refusal``).
+    """
+
+    service: ClassVar[str] = "the API"
+    error: ClassVar[type[ApiError]] = ApiError
+
+    def __init__(
+        self, api_url: str, token: str, timeout: float = 30.0, shown_url: str | None = None
+    ) -> None:
+        self.base_url = shown_url or api_url  # the URL messages name
         self._http = httpx.Client(
-            base_url=f"{self.base_url}/hub/api/",
-            headers={"Authorization": f"token {token}"},
-            timeout=timeout,
+            base_url=api_url, headers={"Authorization": f"token {token}"}, timeout=timeout
         )
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> HubClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """The response to a request that succeeded; ``error`` for any other outcome."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as e:
-            raise HubError(f"cannot reach the hub at {self.base_url}: {e}") from None
+            # the exception text names the URL only, never the Authorization header
+            raise self.error(f"cannot reach {self.service} at {self.base_url}: {e}") from None
         if response.status_code >= 400:
-            raise HubError(_error_message(response), response.status_code)
+            raise self.error(self.refusal(response), response.status_code)
         return response
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The decoded JSON body of a successful request (None when it has none)."""
         response = self.request(method, path, **kwargs)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:  # a redirect to a login page, or something else on that URL
+            raise self.error(
+                f"{self.service} at {self.base_url} answered {method} {path} with "
+                f"HTTP {response.status_code} but no JSON",
+                response.status_code,
+            ) from None
+
+    def refusal(self, response: httpx.Response) -> str:
+        """The one-line message of an error response: the JSON body's message or reason."""
+        body = json_body(response)
+        message = (body.get("message") or body.get("reason")) if isinstance(body, dict) else None
+        return f"HTTP {response.status_code}: {message or response.reason_phrase}"
+
+
+def json_body(response: httpx.Response) -> Any:
+    """The response's JSON body; None when empty or not JSON (a proxy's error page)."""
+    try:
         return response.json() if response.content else None
+    except ValueError:
+        return None
+
+
+class HubError(ApiError):
+    """The hub refused a request or could not be reached."""
+
+
+class HubClient(ApiClient):
+    service = "the hub"
+    error = HubError
+    # the hub sends a keepalive on progress streams every few seconds
+    PROGRESS_READ_TIMEOUT = 120.0
+
+    def __init__(self, url: str, token: str, timeout: float = 30.0) -> None:
+        hub_url = url.rstrip("/")
+        super().__init__(f"{hub_url}/hub/api/", token, timeout, shown_url=hub_url)
+        self.identified = False  # has the hub accepted the token yet?
 
     # -- JupyterHub API --------------------------------------------------
     def whoami(self) -> dict[str, Any]:
@@ -89,7 +139,7 @@ class HubClient:
             with self._http.stream("GET", path, timeout=timeout) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise HubError(_error_message(response), response.status_code)
+                    raise HubError(self.refusal(response), response.status_code)
                 for line in response.iter_lines():
                     if line.startswith("data:"):
                         yield json.loads(line[len("data:") :])
@@ -104,12 +154,3 @@ class HubClient:
 def _server_path(user: str, server: str) -> str:
     user_path = f"users/{quote(user, safe='')}"
     return f"{user_path}/servers/{quote(server, safe='')}" if server else f"{user_path}/server"
-
-
-def _error_message(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        message = body.get("message") or body.get("reason")
-    except (ValueError, AttributeError):
-        message = None
-    return f"HTTP {response.status_code}: {message or response.reason_phrase}"

@@ -11,6 +11,7 @@ import click
 
 from kernelhub.imagetools import build as img
 from kernelhub.imagetools import packages as pkgs
+from kernelhub.imagetools.checkout import IMAGES_DIR_ENV, NoCheckout, default_images_dir
 from kernelhub.runtimes.engine import find_image
 
 if TYPE_CHECKING:
@@ -93,14 +94,15 @@ def bootstrap_base(suite: str, tag: str, mirror: str | None, force: bool) -> Non
 )
 @click.option(
     "--images-dir",
-    envvar="KERNELHUB_IMAGES_DIR",
-    default=img.DEFAULT_IMAGES_DIR,
-    show_default=True,
+    envvar=IMAGES_DIR_ENV,
+    default=None,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of image definitions: the build context, with NAME/Dockerfile in it.",
+    help="Folder of image definitions: the build context, with NAME/Dockerfile in it "
+    f"(env {IMAGES_DIR_ENV}; default: images/ of the kernelhub checkout at or above the "
+    "current directory, or of the one kernelhub is installed from).",
 )
 @click.option("--force", is_flag=True, help="Build even if the image is up to date.")
-def build(name: str, ca_bundle: Path | None, images_dir: Path, force: bool) -> None:
+def build(name: str, ca_bundle: Path | None, images_dir: Path | None, force: bool) -> None:
     """Build runtime image NAME (kernelhub/runtime-NAME:latest).
 
     The Dockerfile is images/NAME/Dockerfile, the build context images/.
@@ -109,8 +111,8 @@ def build(name: str, ca_bundle: Path | None, images_dir: Path, force: bool) -> N
     host's HTTP(S)_PROXY/NO_PROXY variables are passed on as build args.
     """
     try:
-        plan = img.plan_build(images_dir, name)
-    except img.ImageError as e:
+        plan = img.plan_build(images_dir or default_images_dir(), name)
+    except (img.ImageError, NoCheckout) as e:
         raise click.ClickException(str(e)) from None
     client = _engine()
     started = time.monotonic()

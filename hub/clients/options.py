@@ -1,4 +1,5 @@
-"""Command-line options shared by several `kernelhub` commands."""
+"""Command-line options shared by the `kernelhub` commands: one definition each, so that
+every command spells, documents and defaults them alike."""
 
 from __future__ import annotations
 
@@ -6,7 +7,24 @@ from pathlib import Path
 
 import click
 
-from kernelhub.launcher.up import DEFAULT_DATA_DIR
+from kernelhub.launcher.state import DEFAULT_DATA_DIR
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+url_option = click.option(
+    "--url",
+    envvar="KERNELHUB_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="The hub's public URL (env KERNELHUB_URL).",
+)
+token_option = click.option(
+    "--token",
+    envvar=["KERNELHUB_TOKEN", "JUPYTERHUB_API_TOKEN"],
+    default=None,
+    help="Your hub API token (env KERNELHUB_TOKEN); get one from the hub's Token page.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 def data_dir_option(help_text: str):  # type: ignore[no-untyped-def]
@@ -18,3 +36,17 @@ def data_dir_option(help_text: str):  # type: ignore[no-untyped-def]
         type=click.Path(file_okay=False, path_type=Path),
         help=help_text,
     )
+
+
+def token_page(url: str) -> str:
+    """Where a user of the hub at ``url`` creates an API token."""
+    return f"{url.rstrip('/')}/hub/token"
+
+
+def require_token(url: str, token: str | None) -> str:
+    """The --token given, or a one-line error that says where to get one."""
+    if not token:
+        raise click.ClickException(
+            f"no API token: pass --token or set KERNELHUB_TOKEN (create one at {token_page(url)})"
+        )
+    return token

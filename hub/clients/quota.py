@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 
+from kernelhub.clients.options import json_option, token_option, url_option
 from kernelhub.clients.quota_http import QuotaClient, QuotaError, rule_path
-from kernelhub.clients.runtime import json_option, token_option, url_option
+from kernelhub.contract import QUOTA_DB_ENV
 from kernelhub.quotas.policy import LIMIT_FIELDS, UNLIMITED
 from kernelhub.quotas.record import record_command
 
@@ -316,15 +317,42 @@ def unflag(user: str, url: str, token: str | None, as_json: bool) -> None:
     click.echo(f"unflagged {user}")
 
 
+@click.command("migrate", cls=QuotaCommand)
+@click.option(
+    "--db-url",
+    envvar=QUOTA_DB_ENV,
+    show_envvar=True,
+    required=True,
+    metavar="URL",
+    help="The quota store: a SQLite or PostgreSQL URL.",
+)
+def migrate(db_url: str) -> None:
+    """Create or upgrade the quota store's schema.
+
+    Migrates the database to this kernelhub's revision, directly: no hub, no token.
+    kernelhub-quotad does the same when it starts; the hub never does.
+    """
+    # SQLAlchemy and Alembic load for this command only
+    from kernelhub.quotas.store import QuotaStore, QuotaStoreError
+
+    try:
+        with QuotaStore.open(db_url) as store:
+            revision = store.revision()
+    except QuotaStoreError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"quota store at revision {revision}")
+
+
 @click.group("quota", context_settings={"help_option_names": ["-h", "--help"]})
 def quota() -> None:
     """GPU quotas: tools for the quota daemon (kernelhub-quotad).
 
     `record` writes this host's GPU telemetry as a trace that the daemon's
-    tests replay.
+    tests replay; `migrate` creates or upgrades the daemon's store.
     """
 
 
 quota.add_command(record_command)
+quota.add_command(migrate)
 for admin_command in COMMANDS:  # show, set, rules, reset, usage, events, flag, ...
     quota.add_command(admin_command)

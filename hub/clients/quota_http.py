@@ -8,99 +8,74 @@ from urllib.parse import quote
 
 import httpx
 
+from kernelhub.clients.http import ApiClient, ApiError, json_body
 from kernelhub.contract import QUOTA_SERVICE, QUOTA_SERVICE_PREFIX
 
 
-class QuotaError(Exception):
+class QuotaError(ApiError):
     """The quota service refused a request or could not be reached."""
 
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
-
-class QuotaClient:
+class QuotaClient(ApiClient):
     """Synchronous client of the quota REST API, through the hub's public proxy."""
+
+    service = "the quota service"
+    error = QuotaError
 
     def __init__(
         self, hub_url: str, token: str, prefix: str = QUOTA_SERVICE_PREFIX, timeout: float = 30.0
     ) -> None:
-        self.base_url = f"{hub_url.rstrip('/')}{prefix.rstrip('/')}/api/"
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"token {token}"},
-            timeout=timeout,
+        super().__init__(f"{hub_url.rstrip('/')}{prefix.rstrip('/')}/api/", token, timeout)
+
+    def refusal(self, response: httpx.Response) -> str:
+        """The service's own message; anything else is the proxy's error page, which means
+        the service is not registered or not running."""
+        body = json_body(response)
+        if isinstance(body, dict) and "message" in body:
+            return str(body["message"])
+        return (
+            f"the quota service at {self.base_url} is not answering "
+            f"(HTTP {response.status_code}); is {QUOTA_SERVICE} running and "
+            "registered with the hub?"
         )
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> QuotaClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
-            # the exception text names the URL only, never the Authorization header
-            raise QuotaError(f"cannot reach the quota service at {self.base_url}: {e}") from None
-        try:
-            body = response.json() if response.content else None
-        except ValueError:
-            body = None
-        if response.status_code >= 400:
-            if not isinstance(body, dict) or "message" not in body:
-                # the proxy's own error page: the service is not registered or not running
-                raise QuotaError(
-                    f"the quota service at {self.base_url} is not answering "
-                    f"(HTTP {response.status_code}); is {QUOTA_SERVICE} running and "
-                    "registered with the hub?",
-                    response.status_code,
-                )
-            raise QuotaError(str(body["message"]), response.status_code)
-        return body
 
     # -- endpoints ---------------------------------------------------------
     def me(self) -> dict[str, Any]:
-        return dict(self.request("GET", "user"))
+        return dict(self.json("GET", "user"))
 
     def summary(self, user: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"users/{_seg(user)}"))
+        return dict(self.json("GET", f"users/{_seg(user)}"))
 
     def usage(self, user: str, since: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"users/{_seg(user)}/usage", params={"since": since}))
+        return dict(self.json("GET", f"users/{_seg(user)}/usage", params={"since": since}))
 
     def rule(self, path: str) -> dict[str, Any] | None:
         try:
-            return dict(self.request("GET", f"rules/{path}"))
+            return dict(self.json("GET", f"rules/{path}"))
         except QuotaError as e:
             if e.status == 404 and "no rule" in e.message:
                 return None
             raise
 
     def set_rule(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        return dict(self.request("PUT", f"rules/{path}", json=body))
+        return dict(self.json("PUT", f"rules/{path}", json=body))
 
     def rules(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "rules")["rules"])
+        return list(self.json("GET", "rules")["rules"])
 
     def reset(self, user: str, window: str) -> dict[str, Any]:
-        return dict(self.request("POST", f"users/{_seg(user)}/reset", json={"window": window}))
+        return dict(self.json("POST", f"users/{_seg(user)}/reset", json={"window": window}))
 
     def events(self, user: str | None, since: str | None) -> list[dict[str, Any]]:
         params = {k: v for k, v in (("user", user), ("since", since)) if v is not None}
-        return list(self.request("GET", "events", params=params)["events"])
+        return list(self.json("GET", "events", params=params)["events"])
 
     def flag(self, user: str, reason: str, block_gpu: bool) -> dict[str, Any]:
         body = {"reason": reason, "block_gpu": block_gpu}
-        return dict(self.request("PUT", f"users/{_seg(user)}/flag", json=body))
+        return dict(self.json("PUT", f"users/{_seg(user)}/flag", json=body))
 
     def unflag(self, user: str) -> None:
-        self.request("DELETE", f"users/{_seg(user)}/flag")
+        self.json("DELETE", f"users/{_seg(user)}/flag")
 
 
 def rule_path(user: str | None = None, group: str | None = None) -> str:

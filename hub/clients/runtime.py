@@ -10,43 +10,31 @@ from typing import Any
 import click
 
 from kernelhub.clients.http import HubClient, HubError
+from kernelhub.clients.options import (
+    json_option,
+    require_token,
+    token_option,
+    token_page,
+    url_option,
+)
 
-url_option = click.option(
-    "--url",
-    envvar="KERNELHUB_URL",
-    default="http://127.0.0.1:8000",
-    show_default=True,
-    help="The hub's public URL (env KERNELHUB_URL).",
-)
-token_option = click.option(
-    "--token",
-    envvar=["KERNELHUB_TOKEN", "JUPYTERHUB_API_TOKEN"],
-    default=None,
-    help="Your hub API token (env KERNELHUB_TOKEN); get one from the hub's Token page.",
-)
 name_option = click.option(
     "--name",
     default="",
     help="Runtime (named server) name; empty for your default runtime.",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
 
 @contextmanager
 def hub_client(url: str, token: str | None) -> Iterator[HubClient]:
-    if not token:
-        token_page = f"{url.rstrip('/')}/hub/token"
-        raise click.ClickException(
-            f"no API token: pass --token or set KERNELHUB_TOKEN (create one at {token_page})"
-        )
-    client = HubClient(url, token)
+    client = HubClient(url, require_token(url, token))
     try:
         yield client
     except HubError as e:
         if e.status == 403 and not client.identified:
             raise click.ClickException(
                 f"the hub refused this API token ({e.message}); it may be mistyped, expired "
-                f"or revoked: create a new one at {url.rstrip('/')}/hub/token"
+                f"or revoked: create a new one at {token_page(url)}"
             ) from None
         raise click.ClickException(e.message) from None
     finally:

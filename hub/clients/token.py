@@ -9,7 +9,7 @@ import click
 from kernelhub.clients.http import HubClient, HubError
 from kernelhub.clients.options import data_dir_option
 from kernelhub.launcher.credentials import OPERATOR_TOKEN_FILE
-from kernelhub.launcher.up import StartupError, read_hub_state
+from kernelhub.launcher.state import HubStateError, read_hub_state
 
 
 @click.command()
@@ -30,7 +30,7 @@ def token(user: str, data_dir: Path, note: str, expires_in: int | None) -> None:
     try:
         state = read_hub_state(data_dir)
         operator = (data_dir.expanduser() / OPERATOR_TOKEN_FILE).read_text().strip()
-    except StartupError as e:
+    except HubStateError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(

@@ -28,29 +28,46 @@ class RuntimeServerAPIHandler(UserServerAPIHandler):
     user's future defaults and only then reject them while spawning. Checking
     here first means a refused request leaves no record, process or pending
     server behind. The spawner checks again (same function) as it applies them.
+
+    The check runs under the user's admission lock and an admitted request is
+    recorded before the lock is let go, so concurrent requests of one user are
+    counted against each other (``max_gpus``, the runtime limit) although none
+    has a server yet.
     """
 
     @needs_scope("start:servers")
     async def post(self, user_name: str, server_name: str = "") -> None:
         user = self.find_user(user_name)
-        if user is not None:
-            await self._refuse_unadmissible(user, server_name)
-        await super().post(user_name, server_name)
+        admitted = user is not None and await self._admit(user, server_name)
+        try:
+            await super().post(user_name, server_name)
+        finally:
+            if admitted:
+                RuntimeCatalog.instance().admissions.end_request(user, server_name)
 
-    async def _refuse_unadmissible(self, user: Any, server_name: str) -> None:
+    async def _admit(self, user: Any, server_name: str) -> bool:
+        """Refuse what the catalog or the quota refuses; else record it as admitted."""
         existing = user.spawners.get(server_name) if server_name in user.orm_spawners else None
         if existing is not None and existing.active:
-            return  # already running or pending: JupyterHub answers that itself
+            return False  # already running or pending: JupyterHub answers that itself
         body = self.get_server_json_body()
         options = body.get("user_options")
         if options is None and server_name in user.orm_spawners:
             options = user.orm_spawners[server_name].user_options or None
-        try:
-            runtime_type = RuntimeCatalog.instance().admit_for(user, server_name, options)
-            await check_quota(user, server_name, runtime_type)
-        except RuntimeRequestError as e:
-            self.log.info("Refused runtime for %s/%s: %s", user.name, server_name, e.message)
-            raise http_refusal(e.message, e.status) from None
+        catalog = RuntimeCatalog.instance()
+        async with catalog.admissions.lock(user.name):
+            if catalog.admissions.in_flight(user, server_name):
+                # a request for this very server got here first: JupyterHub answers
+                # this one (it is pending), and that spawn is checked as it applies
+                return False
+            try:
+                runtime_type = catalog.admit_for(user, server_name, options)
+                await check_quota(user, server_name, runtime_type)
+            except RuntimeRequestError as e:
+                self.log.info("Refused runtime for %s/%s: %s", user.name, server_name, e.message)
+                raise http_refusal(e.message, e.status) from None
+            catalog.admissions.add(user.name, server_name, runtime_type)
+        return True
 
 
 class RuntimeTypesAPIHandler(APIHandler):

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kernelhub.contract import SOURCE_HASH_LABEL
+from kernelhub.imagetools.checkout import IMAGES_DIR_ENV
 from kernelhub.runtimes.engine import find_image
 
 if TYPE_CHECKING:  # the SDK is imported when used: `kernelhub` starts faster without it
@@ -34,12 +35,13 @@ BUILDABLE = IMAGE_NAMES + SERVICE_NAMES
 DEFAULT_BASE_TAG = "debian:bookworm-slim"
 DEFAULT_SUITE = "bookworm"
 SYSTEM_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-REPO_ROOT = Path(__file__).resolve().parents[2]  # hub/imagetools/build.py in a checkout
-DEFAULT_IMAGES_DIR = REPO_ROOT / "images"
-# runtime Dockerfiles that mount common/wheels install kernelhub-snippets from the wheel
-# this script builds there (on the host, where Node.js is), only when its sources changed
+# Builds read a checkout (checkout.py finds it): the images folder, and its parent for the
+# sources beside it; never this file's location, which a wheel puts in site-packages.
+# Runtime Dockerfiles that mount common/wheels install kernelhub-snippets from the wheel
+# this script of the checkout builds there (on the host, where Node.js is), only when its
+# sources changed.
 SNIPPETS_WHEELS = "common/wheels"
-SNIPPETS_WHEEL_SCRIPT = REPO_ROOT / "snippets" / "scripts" / "build-wheel"
+SNIPPETS_WHEEL_SCRIPT = Path("snippets/scripts/build-wheel")
 # the hub image (images/hub/Dockerfile) is built from the repository itself
 HUB_SOURCES = ("hub", "spawner", "quotas", "pyproject.toml", "README.md", "images/hub")
 # forwarded to `docker build` when set: Docker's predefined build args, kept out of the image
@@ -210,10 +212,21 @@ def plan_build(images_dir: Path, name: str) -> BuildPlan:
     """What building image NAME means; ImageError for unknown or missing ones."""
     if name not in BUILDABLE:
         raise ImageError(f"unknown image {name!r}: choose one of {', '.join(BUILDABLE)}")
+    if not images_dir.is_dir():
+        raise ImageError(
+            f"images folder {images_dir} does not exist (--images-dir, {IMAGES_DIR_ENV}: "
+            "a kernelhub checkout's images/ folder)"
+        )
     dockerfile = images_dir / name / "Dockerfile"
     if name == "hub":
         context = images_dir.parent
         sources = [context / source for source in HUB_SOURCES]
+        missing = [str(source) for source in sources if not source.exists()]
+        if missing:
+            raise ImageError(
+                f"the hub image is built from a kernelhub checkout, which {context} is not "
+                f"({', '.join(missing)} missing): --images-dir must be the images/ folder of one"
+            )
     else:
         context = images_dir
         sources = [images_dir / name]
@@ -222,7 +235,7 @@ def plan_build(images_dir: Path, name: str) -> BuildPlan:
     if not dockerfile.is_file():
         raise ImageError(f"image {name!r} has no Dockerfile yet ({dockerfile} is missing)")
     if SNIPPETS_WHEELS in dockerfile.read_text():  # before hashing: the wheel is a source
-        _build_snippets_wheel(images_dir / SNIPPETS_WHEELS)
+        _build_snippets_wheel(images_dir.parent, images_dir / SNIPPETS_WHEELS)
     stages: set[str] = set()
     bases: list[str] = []  # images FROM names that are not earlier stages
     for image, stage in FROM_LINE.findall(dockerfile.read_text()):
@@ -238,19 +251,23 @@ def plan_build(images_dir: Path, name: str) -> BuildPlan:
     )
 
 
-def _build_snippets_wheel(dest: Path) -> None:
-    """snippets/scripts/build-wheel DEST with this Python (and its `jupyter`); its
-    progress goes to stderr, and it does nothing when the wheel is up to date."""
+def _build_snippets_wheel(checkout: Path, dest: Path) -> None:
+    """CHECKOUT/snippets/scripts/build-wheel DEST with this Python (and its `jupyter`);
+    its progress goes to stderr, and it does nothing when the wheel is up to date."""
+    script = checkout / SNIPPETS_WHEEL_SCRIPT
+    if not script.is_file():
+        raise ImageError(
+            f"this image installs kernelhub-snippets, built by {script}, which is missing: "
+            "--images-dir must be the images/ folder of a kernelhub checkout"
+        )
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PYTHON": sys.executable}
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", os.defpath)])
-    done = subprocess.run(
-        [str(SNIPPETS_WHEEL_SCRIPT), str(dest)], env=env, stdin=subprocess.DEVNULL, check=False
-    )
+    done = subprocess.run([str(script), str(dest)], env=env, stdin=subprocess.DEVNULL, check=False)
     if done.returncode != 0:
         raise ImageError(
             f"could not build the kernelhub-snippets wheel into {dest} "
-            f"({SNIPPETS_WHEEL_SCRIPT.relative_to(REPO_ROOT)} exit {done.returncode}; log above)"
+            f"({SNIPPETS_WHEEL_SCRIPT} exit {done.returncode}; log above)"
         )
 
 

@@ -38,7 +38,7 @@ def choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: str
         why = check.reason
     else:
         why = "--runtimes local"
-    from kernelhub.spawner import LocalRuntimeSpawner
+    from kernelhub.spawner.local import LocalRuntimeSpawner
 
     c.JupyterHub.spawner_class = LocalRuntimeSpawner
     c.LocalRuntimeSpawner.users_dir = str(data_dir / "users")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import socket
@@ -24,12 +23,10 @@ from kernelhub.launcher.credentials import (
     LocalCredentials,
     local_credentials,
     operator_token,
-    write_private,
 )
+from kernelhub.launcher.state import saved_ports, write_hub_state
 
 CONFIG_FILE_NAME = "kernelhub_config.py"
-DEFAULT_DATA_DIR = "kernelhub-data"
-STATE_FILE = "hub-state.json"
 OPERATOR_SERVICE = "kernelhub-operator"
 OPERATOR_SCOPES = ["admin:users", "tokens", "list:users", "read:users", "admin:servers"]
 
@@ -107,26 +104,10 @@ def free_port() -> int:
 def internal_ports(data_dir: Path) -> dict[str, int]:
     """Hub and proxy-API ports: chosen once, then kept, so runtimes that outlive a
     hub restart still find the hub's API where they were told it is."""
-    path = data_dir / STATE_FILE
-    state: dict[str, Any] = {}
-    if path.exists():
-        state = json.loads(path.read_text())
-    ports = state.get("ports") or {}
+    ports = saved_ports(data_dir)
     if not {"hub", "proxy_api"} <= set(ports):
         ports = {"hub": free_port(), "proxy_api": free_port()}
-    return {"hub": int(ports["hub"]), "proxy_api": int(ports["proxy_api"])}
-
-
-def write_hub_state(data_dir: Path, public_url: str, ports: dict[str, int]) -> None:
-    state = {"url": public_url, "ports": ports}
-    write_private(data_dir / STATE_FILE, json.dumps(state, indent=2) + "\n")
-
-
-def read_hub_state(data_dir: Path) -> dict[str, Any]:
-    path = data_dir.expanduser() / STATE_FILE
-    if not path.exists():
-        raise StartupError(f"no kernelhub data directory at {data_dir} (run `kernelhub up` first)")
-    return dict(json.loads(path.read_text()))
+    return {"hub": ports["hub"], "proxy_api": ports["proxy_api"]}
 
 
 def check_port_free(ip: str, port: int, data_dir: Path) -> None:
@@ -277,7 +258,6 @@ def _add_operator_service(c: Config, token: str) -> None:
     c.JupyterHub.load_roles = roles
 
 
-# --- kernelhub-quotad (quota daemon) registration: begin ---------------------------
 QUOTA_DB_FILE = "quotas.sqlite"
 MIN_SERVICE_TOKEN = 32  # characters of a shared secret: `openssl rand -hex 16` or longer
 # only what the service does: list users, read them (groups decide rules, activity
@@ -295,9 +275,7 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
     elsewhere instead, as the compose deployment's `quotad` service, which sees the
     host's GPUs and processes.
     """
-    state_path = data_dir / STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
-    port = int((state.get("ports") or {}).get("quotas") or free_port())
+    port = saved_ports(data_dir).get("quotas") or free_port()
     services = list(c.JupyterHub.get("services", []))
     if os.environ.get("KERNELHUB_QUOTAS", "1") == "0" or any(
         s.get("name") == QUOTA_SERVICE for s in services
@@ -339,7 +317,6 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
     return port
 
 
-# --- kernelhub-quotad registration: end ---------------------------------------------
 
 
 def run_hub(config: Config) -> None:

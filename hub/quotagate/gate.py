@@ -4,13 +4,19 @@ kernelhub-quotad accounts usage into its store; the hub reads the same store her
 and refuses, with 403 and a message saying what was used, the limit and when it
 resets, a spawn the user's quota does not cover. Nothing is created before the
 check, so a refusal leaves no container and no pending server.
+
+The hub only reads that store: it never migrates it and never writes to it (the
+daemon, or `kernelhub quota migrate`, does). While the store cannot be read (not
+created or migrated yet, unreachable), spawns are refused with 503 and the hub log
+says why in one line; the store is tried again at the next spawn.
 """
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
-from typing import Any
+import threading
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from traitlets import Unicode, default
 from traitlets.config import SingletonConfigurable
@@ -18,6 +24,17 @@ from traitlets.config import SingletonConfigurable
 from kernelhub.contract import QUOTA_DB_ENV
 from kernelhub.executor import run_blocking
 from kernelhub.runtimes.types import RuntimeRequestError, RuntimeType
+
+if TYPE_CHECKING:
+    from kernelhub.quotas.policy import Refusal
+    from kernelhub.quotas.store import QuotaStore
+
+# no quota check, no spawn: quotas must not switch themselves off with the store; the
+# message (and 503) tells the user it is not their quota and that trying again helps
+STORE_UNAVAILABLE = (
+    "quota checks are unavailable right now (the quota store cannot be read); "
+    "try again in a minute, or ask an administrator"
+)
 
 
 class QuotaGate(SingletonConfigurable):
@@ -34,7 +51,9 @@ class QuotaGate(SingletonConfigurable):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._store: Any = None
+        self._store: QuotaStore | None = None
+        self._opening = threading.Lock()  # spawns run on a thread pool
+        self._problem = ""  # why the store could not be read last time; "" when it could
 
     async def check(
         self,
@@ -44,7 +63,8 @@ class QuotaGate(SingletonConfigurable):
         running_count: int,
         gpus_in_use: int,
     ) -> None:
-        """Raise RuntimeRequestError (403) when the quota does not cover this spawn."""
+        """Raise RuntimeRequestError (403) when the quota does not cover this spawn,
+        (503) while the quota store cannot be read."""
         if not self.db_url:
             return
         refusal = await run_blocking(
@@ -55,39 +75,53 @@ class QuotaGate(SingletonConfigurable):
 
     def _refusal(
         self, user: str, groups: list[str], gpus: int, running: int, gpus_in_use: int
-    ) -> Any:
-        from kernelhub.quotas.policy import check_spawn, effective_limits, midnight, week_start
+    ) -> Refusal | None:
+        from sqlalchemy.exc import SQLAlchemyError
 
-        store = self.store()
-        now = datetime.now(UTC)
-        rules = store.rules_for(user, groups)
-        flag = store.flag_of(user)
-        return check_spawn(
-            effective_limits(rules.default, rules.groups, rules.user),
-            store.gpu_seconds(user, midnight(now.date()), midnight(now.date() + timedelta(1))),
-            store.gpu_seconds_by_day(user, week_start(now)),
-            running,
-            gpus,
-            now,
-            gpus_in_use=gpus_in_use,
-            gpu_blocked=flag.reason if flag is not None and flag.block_gpu else None,
-        )
+        from kernelhub.quotas.policy import Refusal
+        from kernelhub.quotas.store import QuotaStoreError
+        from kernelhub.quotas.usage import read_usage
 
-    def store(self) -> Any:
-        """The quota store (opened on first use, then shared): the daemon's records."""
-        if self._store is None:
-            from kernelhub.quotas.store import QuotaStore
+        try:
+            usage = read_usage(self.store(), user, groups, datetime.now(UTC))
+        except (QuotaStoreError, SQLAlchemyError) as e:
+            self._store_unreadable(e)
+            return Refusal("quota-store-unavailable", STORE_UNAVAILABLE, {}, status=503)
+        if self._problem:
+            self._problem = ""
+            self.log.info("Quota checks available again: the quota store can be read")
+        return usage.spawn_refusal(running, gpus, gpus_in_use)
 
-            self._store = QuotaStore.open(self.db_url)
-        return self._store
+    def _store_unreadable(self, error: Exception) -> None:
+        problem = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if problem != self._problem:  # once per cause, not once per spawn
+            self._problem = problem
+            self.log.warning("Quota checks unavailable, spawns refused: %s", problem)
+
+    def store(self) -> QuotaStore:
+        """The quota daemon's store, read-only: opened on first use, then shared.
+
+        QuotaStoreError while it cannot be opened; the next call tries again, since
+        kernelhub-quotad may not have created or migrated it yet.
+        """
+        with self._opening:
+            if self._store is None:
+                from kernelhub.quotas.store import QuotaStore
+
+                self._store = QuotaStore.open_read_only(self.db_url)
+            return self._store
 
 
 async def check_quota(user: Any, server_name: str, runtime_type: RuntimeType) -> None:
-    """QuotaGate.check for a JupyterHub user about to start ``server_name``."""
-    from kernelhub.runtimes.catalog import user_group_names
+    """QuotaGate.check for a JupyterHub user about to start ``server_name``.
 
-    others = [s for name, s in user.spawners.items() if name != server_name and s.active]
-    gpus_in_use = sum(len(getattr(s, "gpu_ids", []) or []) for s in others)
+    Callers hold ``RuntimeCatalog.admissions.lock(user.name)`` until the spawn is
+    recorded (REST API) or holds its GPUs (spawner): the load counted here includes
+    spawns admitted but not started yet, so two spawns cannot pass on one count.
+    """
+    from kernelhub.runtimes.catalog import RuntimeCatalog, user_group_names
+
+    load = RuntimeCatalog.instance().load_of(user, server_name)
     await QuotaGate.instance().check(
-        user.name, user_group_names(user), runtime_type, len(others), gpus_in_use
+        user.name, user_group_names(user), runtime_type, load.runtimes, load.gpus
     )

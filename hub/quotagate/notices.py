@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from kernelhub.executor import run_blocking
 from kernelhub.quotagate.gate import QuotaGate
+from kernelhub.runtimes.catalog import user_group_names
 
 # events older than this are not read: warnings belong to sessions that the session
 # length rules end well before, and stops older than STOPS_SHOWN_FOR are not shown
@@ -102,10 +103,11 @@ async def quota_notices(user: Any) -> list[Notice]:
         return []
     # read in the event loop: the hub's ORM objects are not safe to touch from a thread
     running = running_servers(user)
+    groups = user_group_names(user)
     now = datetime.now(UTC)
     try:
         events, flag = await asyncio.wait_for(
-            run_blocking(_read_store, gate, user.name, now - EVENT_WINDOW),
+            run_blocking(_read_store, gate, user.name, groups, now),
             READ_TIMEOUT_SECONDS,
         )
         return build_notices(events, flag, running, now, _runtime_display_names())
@@ -126,9 +128,16 @@ def notices_template_var(user: Any) -> Callable[[], Awaitable[list[Notice]]]:
     return functools.partial(quota_notices, user)
 
 
-def _read_store(gate: QuotaGate, user: str, since: datetime) -> tuple[list[Any], Any]:
+def _read_store(
+    gate: QuotaGate, user: str, groups: list[str], now: datetime
+) -> tuple[list[Any], Any]:
+    from kernelhub.quotas.usage import read_usage  # as the gate: only with a store to read
+
     store = gate.store()
-    return store.events(user=user, since=since), store.flag_of(user)
+    # the flag as the spawn check reads it: a GPU block shows here exactly when
+    # GPU spawns are refused for it
+    usage = read_usage(store, user, groups, now)
+    return store.events(user=user, since=now - EVENT_WINDOW), usage.flag
 
 
 def running_servers(user: Any) -> dict[str, RunningServer]:

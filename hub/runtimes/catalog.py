@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from traitlets import Integer, List, TraitError, Unicode, default, observe, validate
 from traitlets.config import SingletonConfigurable
+
+from kernelhub.quotas.policy import runtime_limit_refusal
 
 from .gpus import GpuInventory
 from .types import (
@@ -27,11 +32,76 @@ def user_group_names(user: Any) -> list[str]:
     return [group.name for group in getattr(user, "groups", None) or []]
 
 
-def other_running_count(user: Any, server_name: str) -> int:
-    """Active (running or pending) runtimes of ``user`` other than ``server_name``."""
-    return sum(
-        1 for name, spawner in user.spawners.items() if name != server_name and spawner.active
-    )
+@dataclass(frozen=True)
+class UserLoad:
+    """What a user's other runtimes take up: what the limits on "at once" judge."""
+
+    runtimes: int  # running, starting, or admitted and on their way to start
+    gpus: int  # GPUs those hold, or will take as they start
+
+
+@dataclass
+class _Admission:
+    runtime_type: RuntimeType
+    in_request: bool = True  # the REST request that admitted it is still being answered
+
+
+class Admissions:
+    """Spawns admitted but not yet holding their GPUs, and one admission lock per user.
+
+    The limits on what one user holds at once (runtimes, GPUs) are judged by a
+    quota check that awaits the store, and GPUs are taken after it. Two spawns of
+    one user checked side by side would both pass on the same count, so each
+    admission of a user (count, check, then take the GPUs or record the admission)
+    runs under that user's lock. The REST API admits a request before JupyterHub
+    even creates its server; the admission recorded here stands in for that spawn
+    until its spawner has taken its GPUs, so the next check counts it. The hub is
+    one process with one event loop: an ``asyncio.Lock`` per user is enough.
+    """
+
+    def __init__(self) -> None:
+        # weak: a user's lock lives while someone holds or waits for it, no longer
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._admitted: dict[str, dict[str, _Admission]] = {}
+
+    def lock(self, user_name: str) -> asyncio.Lock:
+        """Hold it from counting a user's load until the spawn is recorded or refused."""
+        lock = self._locks.get(user_name)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[user_name] = lock
+        return lock
+
+    def add(self, user_name: str, server_name: str, runtime_type: RuntimeType) -> None:
+        """Record a spawn the REST API admitted: it counts from now on."""
+        self._admitted.setdefault(user_name, {})[server_name] = _Admission(runtime_type)
+
+    def in_flight(self, user: Any, server_name: str) -> bool:
+        return server_name in self.counted(user)
+
+    def end_request(self, user: Any, server_name: str) -> None:
+        """The admitting request is answered; a spawn it started carries the admission on."""
+        admission = self._admitted.get(user.name, {}).get(server_name)
+        if admission is not None:
+            admission.in_request = False
+            self.counted(user)  # forget it at once if no spawn went ahead
+
+    def settle(self, user_name: str, server_name: str) -> None:
+        """The spawn holds its GPUs now, or was refused: from here it counts as itself."""
+        admitted = self._admitted.get(user_name, {})
+        admitted.pop(server_name, None)
+        if not admitted:
+            self._admitted.pop(user_name, None)
+
+    def counted(self, user: Any) -> dict[str, RuntimeType]:
+        """Server name -> runtime type of ``user``'s admissions that still count."""
+        admitted = self._admitted.get(user.name, {})
+        for name, admission in list(admitted.items()):
+            # a spawn that failed before its spawner took over leaves nothing to count
+            spawner = user.spawners.get(name)  # dict.get: creates no spawner
+            if not admission.in_request and not (spawner is not None and spawner.active):
+                self.settle(user.name, name)
+        return {name: admission.runtime_type for name, admission in admitted.items()}
 
 
 class RuntimeCatalog(SingletonConfigurable):
@@ -54,6 +124,10 @@ class RuntimeCatalog(SingletonConfigurable):
         help="""How many runtimes (default and named servers together) one user may
         run at once, e.g. a CPU and a GPU runtime side by side. 0 means no cap.""",
     ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.admissions = Admissions()
 
     @default("runtime_types")
     def _default_runtime_types(self) -> list[dict[str, Any]]:
@@ -133,10 +207,26 @@ class RuntimeCatalog(SingletonConfigurable):
         groups = list(user_groups)
         return RuntimeCatalogView([(t, self.availability(t, groups)) for t in self.types])
 
+    def load_of(self, user: Any, server_name: str) -> UserLoad:
+        """What ``user``'s runtimes other than ``server_name`` take up right now.
+
+        Running and starting servers count, and so do spawns admitted but not yet
+        started; each counts the GPUs it holds or, until it takes them, the GPUs it
+        was admitted with. Call it under ``admissions.lock(user.name)``.
+        """
+        admitted = self.admissions.counted(user)
+        active = {name: spawner for name, spawner in user.spawners.items() if spawner.active}
+        others = (active.keys() | admitted.keys()) - {server_name}
+        gpus = 0
+        for name in others:
+            held = len(getattr(active.get(name), "gpu_ids", None) or [])
+            gpus += max(held, admitted[name].gpus if name in admitted else 0)
+        return UserLoad(len(others), gpus)
+
     def admit_for(self, user: Any, server_name: str, user_options: Any) -> RuntimeType:
         """``admit`` for a JupyterHub user starting ``server_name``."""
         return self.admit(
-            user_options, user_group_names(user), other_running_count(user, server_name)
+            user_options, user_group_names(user), self.load_of(user, server_name).runtimes
         )
 
     def admit(
@@ -157,8 +247,7 @@ class RuntimeCatalog(SingletonConfigurable):
             )
         cap = self.max_running_runtimes_per_user
         if cap and other_running >= cap:
-            raise RuntimeRequestError(
-                f"you already run {other_running} runtime(s), the most allowed at once is {cap}; "
-                "stop one before starting another"
-            )
+            # the same refusal (403, same message) as a quota rule's max_concurrent
+            refusal = runtime_limit_refusal(other_running, cap)
+            raise RuntimeRequestError(refusal.message, refusal.status)
         return runtime_type

@@ -1,0 +1,61 @@
+"""What the quota daemon needs of its collaborators: only the calls it makes.
+
+The real ones are ``HubApi``, ``ProcessScanner`` and ``MiningDetector``; tests and
+``benchmarks/quotad.py`` pass small fakes that satisfy these Protocols structurally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
+
+if TYPE_CHECKING:  # the detector's module loads only where a detector is made
+    from kernelhub.quotas.detector import RuntimeObservation
+    from kernelhub.quotas.runtimes import RuntimeUsage
+
+
+class HubClient(Protocol):
+    """The hub's REST API as the daemon uses it."""
+
+    @property
+    def api_url(self) -> str:
+        """The hub's API URL: it tells this hub's local runtimes from other hubs'."""
+        ...
+
+    @property
+    def kernels_readable(self) -> bool:
+        """False once no server's kernel state can be read (the daemon then asks none)."""
+        ...
+
+    async def servers(self) -> list[ServerInfo]: ...
+
+    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None: ...
+
+    async def stop_server(self, user: str, server: str) -> bool: ...
+
+
+class Scanner(Protocol):
+    """Reads the host's processes (blocking: the daemon runs it in a thread)."""
+
+    def scan(self) -> Mapping[str, RuntimeUsage]: ...
+
+
+class Decision(Protocol):
+    """A detector's verdict on one runtime."""
+
+    @property
+    def flagged(self) -> bool: ...
+
+    def explain(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Detector(Protocol):
+    """Judges each runtime's behaviour over a window of observations."""
+
+    def observe(self, obs: RuntimeObservation, /) -> Decision: ...
+
+    def forget(self, runtime: str) -> None: ...
