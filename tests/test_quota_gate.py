@@ -9,14 +9,16 @@ migrates nothing, so the fixtures migrate it as the daemon does at its start.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import HubProcess, server_path, start_runtime, stop_all_runtimes
+from harness import HubProcess, server_path, start_runtime, stop_all_runtimes, wait_ready
 
 from kernelhub.quotagate.gate import STORE_UNAVAILABLE
 from kernelhub.quotas.policy import Rule
@@ -130,7 +132,8 @@ def test_the_hub_never_migrates_the_quota_store_and_refuses_spawns_until_it_can_
     empty.touch()
     url = f"sqlite:///{empty}"
     # the hub's gate reads the empty file; the daemon `kernelhub up` starts keeps its own
-    hub = hub_factory(f"c.QuotaGate.db_url = {url!r}\n", name="quota-gate-unmigrated")
+    config = f"c.QuotaGate.db_url = {url!r}\nc.QuotaGate.first_read_wait = 0\n"
+    hub = hub_factory(config, name="quota-gate-unmigrated")
     cpu = {"user_options": {"runtime": "cpu"}}
     with hub.api(hub.token(username)) as api:
         try:
@@ -155,5 +158,27 @@ def test_the_hub_never_migrates_the_quota_store_and_refuses_spawns_until_it_can_
             assert second.status_code == 403, second.text
             assert second.json()["message"].startswith("runtime limit reached: 1 of 1 runtime")
             assert "Quota checks available again" in hub.log()
+        finally:
+            stop_all_runtimes(api, username)
+
+
+def test_a_spawn_waits_for_a_quota_store_the_daemon_has_not_created_yet(
+    hub_factory: Callable[..., HubProcess], tmp_path: Path, username: str
+) -> None:
+    # a deployment may start kernelhub-quotad after the hub: the first spawns wait for
+    # its store (QuotaGate.first_read_wait) instead of failing
+    url = f"sqlite:///{tmp_path / 'quotas.sqlite'}"
+    hub = hub_factory(f"c.QuotaGate.db_url = {url!r}\n", name="quota-gate-late-store", quotas=False)
+    cpu = {"user_options": {"runtime": "cpu"}}
+    with hub.api(hub.token(username)) as api, ThreadPoolExecutor(1) as pool:
+        try:
+            spawn = pool.submit(api.post, server_path(username, ""), json=cpu)
+            time.sleep(3)
+            assert not spawn.done(), "refused before the store could appear"
+            QuotaStore.open(url).close()  # what kernelhub-quotad does as it starts
+
+            answer = spawn.result(timeout=60)
+            assert answer.status_code in (201, 202), answer.text
+            assert wait_ready(api, username, "")["ready"]
         finally:
             stop_all_runtimes(api, username)

@@ -10,7 +10,13 @@ from typing import Any
 
 import click
 
-from kernelhub.clients.options import json_option, token_option, url_option
+from kernelhub.clients.options import (
+    json_option,
+    require_token,
+    token_option,
+    token_page,
+    url_option,
+)
 from kernelhub.clients.quota_http import QuotaClient, QuotaError, rule_path
 from kernelhub.contract import QUOTA_DB_ENV
 from kernelhub.quotas.policy import LIMIT_FIELDS, UNLIMITED
@@ -78,19 +84,14 @@ class LimitValue(click.ParamType):
 
 @contextmanager
 def quota_client(url: str, token: str | None) -> Iterator[QuotaClient]:
-    if not token:
-        raise click.ClickException(
-            f"no API token: pass --token or set KERNELHUB_TOKEN (create one at "
-            f"{url.rstrip('/')}/hub/token)"
-        )
-    client = QuotaClient(url, token)
+    client = QuotaClient(url, require_token(url, token))
     try:
         yield client
     except QuotaError as e:
         if e.status == 401:
             raise click.ClickException(
                 f"the quota service refused this API token ({e.message}); create a new one at "
-                f"{url.rstrip('/')}/hub/token"
+                f"{token_page(url)}"
             ) from None
         raise click.ClickException(e.message) from None
     finally:

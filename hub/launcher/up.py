@@ -317,8 +317,6 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
     return port
 
 
-
-
 def run_hub(config: Config) -> None:
     from kernelhub.hubapp.app import KernelHubApp
 

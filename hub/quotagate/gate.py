@@ -6,19 +6,22 @@ resets, a spawn the user's quota does not cover. Nothing is created before the
 check, so a refusal leaves no container and no pending server.
 
 The hub only reads that store: it never migrates it and never writes to it (the
-daemon, or `kernelhub quota migrate`, does). While the store cannot be read (not
-created or migrated yet, unreachable), spawns are refused with 503 and the hub log
-says why in one line; the store is tried again at the next spawn.
+daemon, or `kernelhub quota migrate`, does). A spawn waits up to
+``first_read_wait`` seconds for a store the hub has never read (a deployment may start
+the daemon after the hub); otherwise, while the store cannot be read (not created or
+migrated yet, unreachable), spawns are refused with 503 and the hub log says why in
+one line; the store is tried again at the next spawn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from traitlets import Unicode, default
+from traitlets import Float, TraitError, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
 from kernelhub.contract import QUOTA_DB_ENV
@@ -45,6 +48,20 @@ class QuotaGate(SingletonConfigurable):
         `kernelhub up` sets it to the daemon's store; empty turns spawn checks off.""",
     ).tag(config=True)
 
+    first_read_wait = Float(
+        30.0,
+        help="""Seconds a spawn waits for a quota store the hub has never read yet (the
+        quota daemon creates and migrates it as it starts, which may be after the hub)
+        before it is refused with 503. Once the store has been read, an unreadable store
+        refuses spawns at once.""",
+    ).tag(config=True)
+
+    @validate("first_read_wait")
+    def _non_negative_wait(self, proposal: Any) -> float:
+        if proposal.value < 0:
+            raise TraitError("QuotaGate.first_read_wait must be >= 0 seconds")
+        return float(proposal.value)
+
     @default("db_url")
     def _db_url_from_environment(self) -> str:
         return os.environ.get(QUOTA_DB_ENV, "")
@@ -67,9 +84,17 @@ class QuotaGate(SingletonConfigurable):
         (503) while the quota store cannot be read."""
         if not self.db_url:
             return
-        refusal = await run_blocking(
-            self._refusal, user_name, groups, runtime_type.gpus, running_count, gpus_in_use
-        )
+        loop = asyncio.get_running_loop()
+        # until the store has been read once, it may just not exist yet: the daemon
+        # creates it as it starts, which in a deployment can be after the hub
+        deadline = loop.time() + (self.first_read_wait if self._store is None else 0)
+        while True:
+            refusal = await run_blocking(
+                self._refusal, user_name, groups, runtime_type.gpus, running_count, gpus_in_use
+            )
+            if refusal is None or refusal.status != 503 or loop.time() >= deadline:
+                break
+            await asyncio.sleep(1)
         if refusal is not None:
             raise RuntimeRequestError(refusal.message, refusal.status)
 
