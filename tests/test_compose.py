@@ -218,12 +218,15 @@ def test_the_quota_daemon_accounts_a_runtime_containers_cpu_time(
     admin = {"Authorization": f"token {hub_token(deployment, 'admin')}"}
     usage_url = f"{url}/services/kernelhub-quotas/api/users/{user}/usage"
 
+    seen: list[float] = []
+
     def cpu_hours() -> float:
         """The user's CPU-hours so far; -1 before the daemon wrote any usage."""
         answer = httpx.get(usage_url, headers=admin, timeout=10)
         assert answer.status_code == 200, answer.text
         body = answer.json()
-        return float(body["totals"]["cpu_hours"]) if body["days"] else -1.0
+        seen.append(float(body["totals"]["cpu_hours"]) if body["days"] else -1.0)
+        return seen[-1]
 
     with httpx.Client(
         base_url=f"{url}/hub/api/",
@@ -235,11 +238,13 @@ def test_the_quota_daemon_accounts_a_runtime_containers_cpu_time(
             # counted from the daemon's first sight of the runtime (a usage row) on
             wait_until(lambda: cpu_hours() >= 0, timeout=60, what="the runtime accounted")
             before = cpu_hours()
-            # two CPU-seconds inside the runtime's container, then a pause, so that the
-            # daemon (a sample a second) sees them before the process and its times are gone
+            # four CPU-seconds inside the runtime's container, then a pause longer than the
+            # daemon's process interval (5 s), so that a process scan sees them before the
+            # process and its times are gone (`docker exec` is no child of the server);
+            # at least half must be accounted: the API rounds to 0.36 CPU-seconds
             burn = (
                 "import time\nt = time.process_time()\n"
-                "while time.process_time() - t < 2: pass\ntime.sleep(3)"
+                "while time.process_time() - t < 4: pass\ntime.sleep(7)"
             )
             subprocess.run(
                 ["docker", "exec", f"kernelhub-{user}", "python3", "-c", burn],
@@ -248,7 +253,7 @@ def test_the_quota_daemon_accounts_a_runtime_containers_cpu_time(
             )
             try:
                 wait_until(
-                    lambda: cpu_hours() - before >= 1.5 / 3600, timeout=60, what="CPU accounted"
+                    lambda: cpu_hours() - before >= 2 / 3600, timeout=60, what="CPU accounted"
                 )
             except TimeoutError:
                 log = subprocess.run(
@@ -256,6 +261,7 @@ def test_the_quota_daemon_accounts_a_runtime_containers_cpu_time(
                 )
                 lines = (log.stdout + log.stderr).splitlines()
                 print("\n".join(line for line in lines if "200 GET" not in line)[-6000:])
+                print("CPU-hours seen:", sorted(set(seen)))
                 raise
         finally:
             stop_all_runtimes(api, user)
