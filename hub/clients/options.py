@@ -3,11 +3,17 @@ every command spells, documents and defaults them alike."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
+from kernelhub.clients.http import ApiClient, ApiError
 from kernelhub.launcher.state import DEFAULT_DATA_DIR
+
+Client = TypeVar("Client", bound=ApiClient)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 
@@ -50,3 +56,17 @@ def require_token(url: str, token: str | None) -> str:
             f"no API token: pass --token or set KERNELHUB_TOKEN (create one at {token_page(url)})"
         )
     return token
+
+
+@contextmanager
+def one_line_errors(
+    client: Client, token_refusal: Callable[[Client, ApiError], str | None]
+) -> Iterator[Client]:
+    """Use ``client`` in a command: its errors become one-line click errors, with
+    ``token_refusal``'s text where it says the token was refused; closed after."""
+    try:
+        yield client
+    except ApiError as e:
+        raise click.ClickException(token_refusal(client, e) or e.message) from None
+    finally:
+        client.close()

@@ -10,14 +10,16 @@ from typing import Any
 
 import click
 
+from kernelhub.clients.http import ApiError
 from kernelhub.clients.options import (
     json_option,
+    one_line_errors,
     require_token,
     token_option,
     token_page,
     url_option,
 )
-from kernelhub.clients.quota_http import QuotaClient, QuotaError, rule_path
+from kernelhub.clients.quota_http import QuotaClient, rule_path
 from kernelhub.contract import QUOTA_DB_ENV
 from kernelhub.quotas.policy import LIMIT_FIELDS, UNLIMITED
 from kernelhub.quotas.record import record_command
@@ -84,18 +86,17 @@ class LimitValue(click.ParamType):
 
 @contextmanager
 def quota_client(url: str, token: str | None) -> Iterator[QuotaClient]:
+    def token_refusal(_: QuotaClient, e: ApiError) -> str | None:
+        if e.status != 401:
+            return None
+        return (
+            f"the quota service refused this API token ({e.message}); "
+            f"create a new one at {token_page(url)}"
+        )
+
     client = QuotaClient(url, require_token(url, token))
-    try:
-        yield client
-    except QuotaError as e:
-        if e.status == 401:
-            raise click.ClickException(
-                f"the quota service refused this API token ({e.message}); create a new one at "
-                f"{token_page(url)}"
-            ) from None
-        raise click.ClickException(e.message) from None
-    finally:
-        client.close()
+    with one_line_errors(client, token_refusal) as session:
+        yield session
 
 
 def emit_json(body: Any) -> None:

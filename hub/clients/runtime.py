@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
-from kernelhub.clients.http import HubClient, HubError
+from kernelhub.clients.http import ApiError, HubClient, HubError
 from kernelhub.clients.options import (
     json_option,
+    one_line_errors,
     require_token,
     token_option,
     token_page,
@@ -27,18 +28,18 @@ name_option = click.option(
 
 @contextmanager
 def hub_client(url: str, token: str | None) -> Iterator[HubClient]:
+    def token_refusal(hub: HubClient, e: ApiError) -> str | None:
+        # a 403 before the hub has accepted the token once is the token's, not the request's
+        if e.status != 403 or hub.identified:
+            return None
+        return (
+            f"the hub refused this API token ({e.message}); it may be mistyped, expired "
+            f"or revoked: create a new one at {token_page(url)}"
+        )
+
     client = HubClient(url, require_token(url, token))
-    try:
-        yield client
-    except HubError as e:
-        if e.status == 403 and not client.identified:
-            raise click.ClickException(
-                f"the hub refused this API token ({e.message}); it may be mistyped, expired "
-                f"or revoked: create a new one at {token_page(url)}"
-            ) from None
-        raise click.ClickException(e.message) from None
-    finally:
-        client.close()
+    with one_line_errors(client, token_refusal) as session:
+        yield session
 
 
 @click.group()
