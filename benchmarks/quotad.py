@@ -15,9 +15,9 @@ counted), not wall time: the benchmark machine is shared.
               servers (kernels idle, stops answered at once), so HTTP to the
               hub, which costs the hub more than the daemon, is not counted.
   processes   ``ProcessScanner`` on a fake /proc (its ``proc`` seam) of 100 x
-              --processes entries in a temp dir: a root process with a local
-              runtime's environment and children, as the scanner sees a real
-              host's local runtimes. Read every 5 s (the daemon's default
+              --processes entries in a temp dir: a root process (named with its
+              start time in the fake hub's server state) and its children, as the
+              scanner sees a real host's local runtimes. Read every 5 s (the daemon's default
               --process-interval: CPU time is a running total), GPUs every
               cycle. The host's real /proc scan (none of its processes are
               runtimes) is timed on its own, for scale.
@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,6 @@ from kernelhub.quotas.store import Base, QuotaStore
 from kernelhub.quotas.telemetry import GpuProcessSample, GpuSample, TelemetrySample
 
 GPUS, GPU_PROCESSES, RUNTIMES = 8, 64, 100
-API_URL = "http://127.0.0.1:8081/hub/api"  # only compared with the runtimes' environment
 TARGET_CORE_SHARE = 0.01  # of one core, at one cycle per second
 FIRST_PID = 100_000
 ACCOUNT_PERIOD_DEFAULT = 60.0  # kernelhub-quotad --account-period's default
@@ -78,7 +78,6 @@ BEFORE_MS = {
 class FakeHub:
     """The hub's REST API as the daemon uses it, answered from a list in memory."""
 
-    api_url = API_URL
     kernels_readable = True
 
     def __init__(self, servers: list[ServerInfo]) -> None:
@@ -110,24 +109,28 @@ class PerRuntimeStore(QuotaStore):
         return added
 
 
+def start_of(pid: int) -> int:
+    """A fake process's start time in clock ticks."""
+    return 1000 + pid
+
+
 def fake_proc(root: Path, processes: int) -> dict[str, list[int]]:
-    """A /proc of RUNTIMES local runtimes with ``processes`` processes each; PIDs by user."""
+    """A /proc of RUNTIMES local runtimes with ``processes`` processes each; PIDs by user
+    (each user's first is the runtime's root)."""
     pids: dict[str, list[int]] = {}
     pid = FIRST_PID
     for r in range(RUNTIMES):
         user = f"user{r:03d}"
-        env = f"JUPYTERHUB_USER={user}\0JUPYTERHUB_SERVER_NAME=\0JUPYTERHUB_API_URL={API_URL}\0"
         parent = 1
         for p in range(processes):
             directory = root / str(pid)
             directory.mkdir()
             # stat after "(comm)": state ppid ... utime(14) ... starttime(22) ... rss(24)
             fields = ["S", str(parent)] + ["0"] * 9 + ["1000", "200", "0", "0"]
-            fields += ["20", "0", "1", "0", str(1000 + pid), "100000000", "25000"] + ["0"] * 20
+            fields += ["20", "0", "1", "0", str(start_of(pid)), "100000000", "25000"] + ["0"] * 20
             (directory / "stat").write_text(f"{pid} (python3) {' '.join(fields)}\n")
             (directory / "cmdline").write_text("python3\0-m\0ipykernel_launcher\0")
             if p == 0:
-                (directory / "environ").write_text(env)
                 parent = pid  # the kernels and terminals are the server's children
             pids.setdefault(user, []).append(pid)
             pid += 1
@@ -169,6 +172,7 @@ def trace(all_pids: list[int], seconds: int = 60) -> list[str]:
 async def measure(
     workdir: Path,
     proc: Path,
+    pids: dict[str, list[int]],
     lines: list[str],
     *,
     batch: bool,
@@ -184,12 +188,12 @@ async def measure(
     store.set_rule(Rule(max_session_hours={"*": 24.0}, idle_minutes=60))
     clock = VirtualClock(time.time())
     now = datetime.fromtimestamp(clock.now(), UTC)
-    servers = [
-        ServerInfo(
-            f"user{r:03d}", "", "gpu", now - timedelta(hours=1), now, True, None, f"/user/{r}/"
-        )
-        for r in range(RUNTIMES)
-    ]
+    started = now - timedelta(hours=1)
+    servers = []
+    for user, own in sorted(pids.items()):
+        root = own[0]  # the runtime's root: the user's first process
+        server = ServerInfo(user, "", "gpu", started, now, True, None, f"/user/{user}/")
+        servers.append(replace(server, local_pid=root, local_pid_start=start_of(root)))
     daemon = QuotaDaemon(
         store,
         ReplayTelemetry(lines, clock, loop=True),
@@ -197,7 +201,7 @@ async def measure(
         clock,
         interval=1.0,
         account_period=account_period,
-        scanner=ProcessScanner(API_URL, proc=proc),
+        scanner=ProcessScanner(proc=proc),
         detector=MiningDetector() if detector else None,
     )
     spent = []
@@ -221,12 +225,12 @@ def row(label: str, spent: list[float]) -> tuple[str, float, float, float]:
 
 
 def real_proc_scan(cycles: int) -> list[float]:
-    scanner = ProcessScanner(API_URL)
-    scanner.scan()  # the first scan classifies every process; later ones read stat only
+    scanner = ProcessScanner()
+    scanner.scan({})  # the first scan reads every cgroup; later ones read stat only
     spent = []
     for _ in range(cycles):
         began = time.process_time()
-        scanner.scan()
+        scanner.scan({})
         spent.append(time.process_time() - began)
     return spent
 
@@ -250,7 +254,7 @@ async def run(args: argparse.Namespace) -> list[str]:
         for label, batch, period, detector in cases:
             print(f"measuring: {label} ...", file=sys.stderr, flush=True)
             spent = await measure(
-                workdir, proc, lines, batch=batch, account_period=period,
+                workdir, proc, pids, lines, batch=batch, account_period=period,
                 detector=detector, cycles=args.cycles, warmup=args.warmup,
             )  # fmt: skip
             rows.append(row(label, spent))

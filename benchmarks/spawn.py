@@ -498,7 +498,7 @@ def start_hub(side: Side) -> None:
 
 def kernelhub_side(workdir: Path, prefix: str) -> Side:
     data_dir = workdir / "kernelhub" / "data"
-    write_test_credentials(data_dir, secrets.token_urlsafe(12), secrets.token_urlsafe(33))
+    write_test_credentials(data_dir, secrets.token_urlsafe(18))
     hub = HubProcess(
         data_dir=data_dir,
         port=free_port(),

@@ -5,7 +5,8 @@
 Each run starts a real `kernelhub up` (hub + configurable-http-proxy) on a fresh
 data directory, then stock JupyterHub (the `jupyterhub` command of the same
 virtualenv, with a generated jupyterhub_config.py: SimpleLocalProcessSpawner,
-shared-password authenticator, a service token for the REST API) on another, and
+nativeauthenticator as kernelhub's local sign-in uses it, a service token for the
+REST API) on another, and
 measures for each:
 
   hub up, fresh data dir    launch -> `GET /hub/api/` answers 200 through the proxy
@@ -61,7 +62,7 @@ class StockHub(HubProcess):
         super().__post_init__()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.data_dir / "jupyterhub_config.py"
-        self.config_path.touch(mode=0o600)  # it holds the password and the service token
+        self.config_path.touch(mode=0o600)  # it holds the service token
         settings = self.settings()
         self.config_path.write_text("".join(f"c.{k} = {v!r}\n" for k, v in settings.items()))
 
@@ -74,8 +75,7 @@ class StockHub(HubProcess):
             "JupyterHub.db_url": f"sqlite:///{d / 'jupyterhub.sqlite'}",
             "JupyterHub.cookie_secret_file": str(d / "jupyterhub_cookie_secret"),
             "JupyterHub.pid_file": str(d / "hub.pid"),
-            "JupyterHub.authenticator_class": "shared-password",
-            "SharedPasswordAuthenticator.user_password": secrets.token_urlsafe(24),
+            "JupyterHub.authenticator_class": "native",
             "Authenticator.allow_all": True,
             "JupyterHub.spawner_class": "jupyterhub.spawner.SimpleLocalProcessSpawner",
             "SimpleLocalProcessSpawner.home_dir_template": str(d / "users" / "{username}"),
@@ -210,7 +210,7 @@ def wait_port_free(port: int, timeout: float = 15.0) -> None:
 
 
 def kernelhub_hub(data_dir: Path) -> HubProcess:
-    write_test_credentials(data_dir, secrets.token_urlsafe(12), secrets.token_urlsafe(33))
+    write_test_credentials(data_dir, secrets.token_urlsafe(18))
     return HubProcess(data_dir=data_dir, port=free_port())
 
 

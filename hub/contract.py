@@ -29,6 +29,15 @@ QUOTA_DB_ENV = "KERNELHUB_QUOTA_DB_URL"  # the quota store (hub: read-only; daem
 # ---- the hub's user_options ---------------------------------------------------------------
 RUNTIME_OPTION = "runtime"  # user_options[RUNTIME_OPTION] is the runtime type's name
 
+# ---- a local runtime's spawner state (read by the daemon through the hub's REST API) ------
+# The sandbox's outermost process: every process of the runtime descends from it (its PID
+# namespace reparents orphans to the sandbox's init), so the daemon attributes a local
+# process by ancestry from here, never by environment variables the user can set.
+LOCAL_PID_STATE = "pid"
+# that process's start time (clock ticks since boot, /proc/PID/stat field 22): a reused
+# PID is not mistaken for the runtime
+LOCAL_PID_START_STATE = "pid_start"
+
 # ---- the quota daemon as a JupyterHub service ------------------------------------------------
 QUOTA_SERVICE = "kernelhub-quotas"
 QUOTA_SERVICE_PREFIX = f"/services/{QUOTA_SERVICE}/"

@@ -1,6 +1,7 @@
 """The quota daemon's cycle: sample, account, judge, enforce.
 
-Each cycle reads the hub's running servers, the GPUs and the host's processes,
+Each cycle reads the hub's running servers, the GPUs and the host's processes
+(after the servers: their state says where each local runtime's processes begin),
 accounts each runtime's interval in the store (idempotently, by a cursor per
 runtime), then applies the session-age and idle rules: a warning first where the
 rule gives one, then a stop through the hub's REST API (servers only: the user's
@@ -40,7 +41,7 @@ from kernelhub.quotas.metrics import QuotaMetrics
 from kernelhub.quotas.policy import Limits, Rule, Verdict
 from kernelhub.quotas.policy import session_verdict as session_rule
 from kernelhub.quotas.ports import Detector, HubClient, Scanner
-from kernelhub.quotas.runtime_view import GpuIndex, Runtime, observation
+from kernelhub.quotas.runtime_view import GpuIndex, Runtime, local_roots, observation
 from kernelhub.quotas.runtimes import ProcessScanner, RuntimeUsage
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import GpuTelemetry, TelemetryError, TelemetrySample
@@ -82,7 +83,7 @@ class QuotaDaemon:
         # is a running total, so reading it less often than the GPUs loses nothing
         self.process_interval = process_interval
         self._scan: Scan | None = None  # the last scan
-        self.scanner: Scanner = scanner or ProcessScanner(hub.api_url)
+        self.scanner: Scanner = scanner or ProcessScanner()
         self.metrics = metrics or QuotaMetrics()
         # the operator's command-line defaults, where the store holds no default rule
         self.default_limits = default_limits
@@ -111,10 +112,9 @@ class QuotaDaemon:
         started_at = asyncio.get_running_loop().time()
         now = datetime.fromtimestamp(self.clock.now(), UTC)
         report = CycleReport(now)
-        servers, sample, scan, rules = await asyncio.gather(
-            self.hub.servers(),
+        (servers, scan), sample, rules = await asyncio.gather(
+            self._servers_and_processes(),
             self._sample(),
-            self._processes(),
             self._current_rules(),
         )
         for gpu in sample.gpus:
@@ -154,14 +154,22 @@ class QuotaDaemon:
         self.metrics.cycle_seconds.observe(asyncio.get_running_loop().time() - started_at)
         return report
 
-    async def _processes(self) -> Scan:
+    async def _servers_and_processes(self) -> tuple[list[ServerInfo], Scan]:
+        """The hub's servers, then the processes: the scan attributes local processes
+        by descent from the roots these servers' state names (a new runtime's processes
+        are its own at its first scan)."""
+        servers = await self.hub.servers()
+        return servers, await self._processes(servers)
+
+    async def _processes(self, servers: list[ServerInfo]) -> Scan:
         """The runtimes' processes: read where ``process_interval`` has passed, else the
         last scan's (``fresh`` says which)."""
         now, last = self.clock.now(), self._scan
         # a little slack: a cycle that starts a hair early still scans on schedule
         if last is not None and now - last.time < self.process_interval - 0.05:
             return Scan(last.time, last.usages, fresh=False)
-        self._scan = Scan(now, await run_blocking(self.scanner.scan), fresh=True)
+        roots = local_roots(servers)
+        self._scan = Scan(now, await run_blocking(self.scanner.scan, roots), fresh=True)
         return self._scan
 
     async def _current_rules(self) -> RulesRead:

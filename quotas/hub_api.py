@@ -2,9 +2,12 @@
 
 Everything goes through JupyterHub's REST API with the service's own token
 (``JUPYTERHUB_API_TOKEN``), so the daemon can do only what its role's scopes
-allow: list users and servers, read activity, stop servers. Kernel execution
-state comes from each server's ``/api/kernels`` through the proxy, which needs
-``access:servers``; without it the daemon falls back to the hub's last activity.
+allow: list users and servers, read activity and server state, stop servers.
+Server state (``admin:server_state``) holds a local runtime's outermost process
+and its start time, from which the daemon attributes that runtime's processes.
+Kernel execution state comes from each server's ``/api/kernels`` through the
+proxy, which needs ``access:servers``; without it the daemon falls back to the
+hub's last activity.
 """
 
 from __future__ import annotations
@@ -15,13 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import httpx
 from tornado.httpclient import AsyncHTTPClient
 
-from kernelhub.contract import RUNTIME_OPTION, runtime_key
+from kernelhub.contract import (
+    LOCAL_PID_START_STATE,
+    LOCAL_PID_STATE,
+    RUNTIME_OPTION,
+    runtime_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,12 @@ class ServerInfo:
     url: str  # the server's path under the public URL, e.g. /user/alice/gpu/
     groups: tuple[str, ...] = ()
     user_options: Mapping[str, Any] = field(default_factory=dict)
+    # from the spawner's state (the hub shows it to tokens with admin:server_state):
+    # a local runtime's outermost process, and its start time in clock ticks since boot;
+    # None where absent or not a well-formed number (Docker runtimes have neither)
+    local_pid: int | None = None
+    local_pid_start: int | None = None
+    gpu_ids: tuple[str, ...] = ()  # the GPUs the spawner assigned it (indexes or UUIDs)
 
     @cached_property
     def key(self) -> str:
@@ -172,6 +186,10 @@ class HubApi:
 
 def _server(user: str, groups: tuple[str, ...], model: Mapping[str, Any]) -> ServerInfo:
     options = model.get("user_options") or {}
+    state = model.get("state")
+    if not isinstance(state, dict):
+        state = {}  # a token without admin:server_state sees no state at all
+    gpu_ids = state.get("gpu_ids")
     return ServerInfo(
         user=user,
         name=str(model.get("name") or ""),
@@ -183,7 +201,20 @@ def _server(user: str, groups: tuple[str, ...], model: Mapping[str, Any]) -> Ser
         url=str(model.get("url") or ""),
         groups=groups,
         user_options=dict(options),
+        local_pid=_count(state.get(LOCAL_PID_STATE), least=1),
+        local_pid_start=_count(state.get(LOCAL_PID_START_STATE), least=0),
+        gpu_ids=tuple(gpu_ids) if _strings(gpu_ids) else (),
     )
+
+
+def _count(value: Any, least: int) -> int | None:
+    """``value`` if it is a JSON integer of at least ``least``: PIDs and clock ticks must
+    match /proc exactly, so "12", 12.0 or true (an int to Python) count as absent."""
+    return value if type(value) is int and value >= least else None
+
+
+def _strings(value: Any) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(v, str) and v for v in value)
 
 
 def _time(value: Any) -> datetime | None:

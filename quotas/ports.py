@@ -13,16 +13,11 @@ from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
 
 if TYPE_CHECKING:  # the detector's module loads only where a detector is made
     from kernelhub.quotas.detector import RuntimeObservation
-    from kernelhub.quotas.runtimes import RuntimeUsage
+    from kernelhub.quotas.runtimes import LocalRoot, RuntimeUsage
 
 
 class HubClient(Protocol):
     """The hub's REST API as the daemon uses it."""
-
-    @property
-    def api_url(self) -> str:
-        """The hub's API URL: it tells this hub's local runtimes from other hubs'."""
-        ...
 
     @property
     def kernels_readable(self) -> bool:
@@ -37,9 +32,14 @@ class HubClient(Protocol):
 
 
 class Scanner(Protocol):
-    """Reads the host's processes (blocking: the daemon runs it in a thread)."""
+    """Reads the host's processes (blocking: the daemon runs it in a thread).
 
-    def scan(self) -> Mapping[str, RuntimeUsage]: ...
+    ``local_roots`` are the local runtimes' outermost processes by PID, from the
+    servers the hub reported this cycle (``runtime_view.local_roots``): a local
+    process is a runtime's by descent from its root, never by what it says of itself.
+    """
+
+    def scan(self, local_roots: Mapping[int, LocalRoot], /) -> Mapping[str, RuntimeUsage]: ...
 
 
 class Decision(Protocol):

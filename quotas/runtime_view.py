@@ -3,19 +3,21 @@
 A ``Runtime`` joins the hub's server, the GPUs it holds in this cycle's sample, its
 processes at the last scan and (where asked) its kernels' state. ``GpuIndex`` finds
 its GPUs: built once per sample, it answers every runtime of the cycle.
+``local_roots`` tells the process scanner where each local runtime's processes begin.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
 from kernelhub.quotas.policy import SESSION_WARNING
-from kernelhub.quotas.runtimes import RuntimeUsage
+from kernelhub.quotas.runtimes import LocalRoot, Owner, RuntimeUsage
 from kernelhub.quotas.telemetry import GpuSample, TelemetrySample
 
 if TYPE_CHECKING:  # the detector's module loads only where an observation is made
@@ -74,6 +76,28 @@ class GpuIndex:
             names = self.by_name
             positions.update(names[g] for g in usage.owner.gpus if g in names)
         return tuple(self.sample.gpus[i] for i in sorted(positions))
+
+
+def local_roots(servers: Iterable[ServerInfo]) -> dict[int, LocalRoot]:
+    """The local runtimes' outermost processes by PID, from the hub's server state.
+
+    A server without both its PID and that process's start time has no root: a bare
+    PID could be another process by now. A PID two servers claim is neither's: the
+    hub's state is wrong, and no guess about it may charge a user.
+    """
+    roots: dict[int, LocalRoot] = {}
+    claimed: set[int] = set()
+    for server in servers:
+        pid, start = server.local_pid, server.local_pid_start
+        if pid is None or start is None:
+            continue
+        if pid in claimed:
+            roots.pop(pid, None)
+            continue
+        claimed.add(pid)
+        owner = Owner(server.user, server.name, server.runtime_type, server.gpu_ids)
+        roots[pid] = LocalRoot(start, owner)
+    return roots
 
 
 def session_young(started: datetime, hours: float | None, now: datetime) -> bool:

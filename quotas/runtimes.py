@@ -1,18 +1,24 @@
 """Host processes → runtimes, and each runtime's CPU, memory and connections.
 
-Two ways a process belongs to a runtime:
+Two ways a process belongs to a runtime, neither of them anything its user can set:
 
 * Docker: ``/proc/<pid>/cgroup`` names the container (64 hex digits); the
   container's labels (kernelhub.contract) say whose runtime it is.
-* Local: a runtime's server is started with ``JUPYTERHUB_USER`` and
-  ``JUPYTERHUB_SERVER_NAME`` in its environment, and its kernels are its
-  descendants; ``JUPYTERHUB_API_URL`` tells apart the runtimes of several hubs
-  on one host (the tests run several).
+* Local: the hub's server state names the runtime's outermost process (its
+  sandbox, or the server itself where unsandboxed) and that process's start time
+  (``contract.LOCAL_PID_STATE``, ``LOCAL_PID_START_STATE``); the daemon passes
+  them to each scan as ``LocalRoot``s. The runtime's processes are that process
+  and its descendants: a sandbox's PID namespace reparents orphans (double-forked
+  or ``setsid`` daemons) to the namespace's init, itself a child of the root.
+  Environment variables (``JUPYTERHUB_USER`` and the like) are never read: a
+  process could claim another user's runtime with them, making that runtime look
+  like a miner, or its own CPU time disappear.
 
 Everything here blocks (``/proc`` reads, the Docker SDK): the daemon calls
-``ProcessScanner.scan`` through ``run_blocking``. A process is classified once
-(by PID and start time) and then only its ``stat`` is read each cycle, so a
-busy host costs one ``listdir`` plus one small read per runtime process.
+``ProcessScanner.scan`` through ``run_blocking``. Each scan reads every process's
+``stat`` (its parent and times); a process's cgroup is read once (by PID and start
+time), and a runtime process's name, command line and network namespace once, so a
+busy host costs one ``listdir`` plus one small read per process.
 """
 
 from __future__ import annotations
@@ -22,14 +28,14 @@ import math
 import os
 import re
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from kernelhub.contract import (
     CPU_LIMIT_LABEL,
     GPUS_LABEL,
-    RUNTIME_TYPE_ENV,
     RUNTIME_TYPE_LABEL,
     SERVER_LABEL,
     USER_LABEL,
@@ -41,7 +47,8 @@ from kernelhub.quotas.procfs import readlink as _readlink
 from kernelhub.quotas.procfs import tcp_table as _tcp_table
 
 CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
-# unclassified PIDs are re-checked this often (cycles): a PID may be reused
+# a process found in no kernelhub container has its cgroup read again this often (scans):
+# a process joins a container's cgroup after it starts (``docker exec``)
 RECHECK_CYCLES = 120
 # TCP tables are re-read this often (cycles), and whenever a runtime's processes change:
 # the mining detector judges connections over minutes
@@ -80,22 +87,29 @@ class RuntimeUsage:
 @dataclass
 class _Proc:
     start: int  # start time in clock ticks: (pid, start) names a process uniquely
-    owner: Owner | None
+    container: Owner | None = None  # its kernelhub container's owner, from its cgroup
+    checked: int | None = None  # the cycle its cgroup was read (None: not yet)
+    described: bool = False  # name, cmdline and netns read (once it belongs to a runtime)
     name: str = ""
     cmdline: str = ""
-    seen_cycle: int = 0
     netns: str = ""  # its network namespace, as /proc/<pid>/ns/net links it
+
+
+class LocalRoot(NamedTuple):
+    """A local runtime's outermost process, as the hub's server state names it."""
+
+    start: int  # its start time in clock ticks (/proc/<pid>/stat field 22)
+    owner: Owner
 
 
 LabelLookup = Callable[[str], "dict[str, str] | None"]
 
 
 class ProcessScanner:
-    """Scans ``/proc`` (``proc`` in tests) for the runtimes of the hub at ``hub_api_url``."""
+    """Scans ``/proc`` (``proc`` in tests) for the runtimes' processes."""
 
     def __init__(
         self,
-        hub_api_url: str | None = None,
         *,
         proc: str | os.PathLike[str] = "/proc",
         container_labels: LabelLookup | None = None,
@@ -109,7 +123,6 @@ class ProcessScanner:
         self._max_fds = MAX_STAT_FDS if soft < 0 else min(MAX_STAT_FDS, soft // 4)
         self.connections_every = connections_every
         self._conns: dict[str, tuple[tuple[int, ...], list[tuple[str, int]]]] = {}
-        self.hub_api_url = hub_api_url.rstrip("/") if hub_api_url else None
         self._labels = container_labels or docker_labels
         self._label_cache: dict[str, Owner | None] = {}
         self._procs: dict[int, _Proc] = {}
@@ -122,8 +135,9 @@ class ProcessScanner:
         own = CONTAINER_ID.search(_read(f"{self._root}/self/cgroup"))
         self._own_container = own.group(0) if own else None
 
-    def scan(self) -> dict[str, RuntimeUsage]:
-        """Every runtime found, by ``user/server``."""
+    def scan(self, local_roots: Mapping[int, LocalRoot]) -> dict[str, RuntimeUsage]:
+        """Every runtime found, by ``user/server``; ``local_roots``: the local runtimes'
+        outermost processes by PID (from the hub's server state, read this cycle)."""
         self._cycle += 1
         stats: dict[int, list[bytes]] = {}
         starts: dict[int, int] = {}
@@ -134,21 +148,17 @@ class ProcessScanner:
                 if fields is not None:
                     stats[pid] = fields
                     starts[pid] = int(fields[19])
-        for pid in [pid for pid in self._procs if pid not in stats]:
-            self._drop(pid)
+        for pid in [pid for pid in self._procs if starts.get(pid) != self._procs[pid].start]:
+            self._drop(pid)  # exited, or its PID reused by another process
+        owners = self._owners(stats, starts, local_roots)
+        for pid in [pid for pid in self._fds if pid not in owners]:
+            os.close(self._fds.pop(pid))  # no longer a runtime's (its server stopped)
         found: dict[str, RuntimeUsage] = {}
         tick, page = self._tick, self._page
-        # parents before children (PIDs mostly grow), so a child can inherit its parent
-        for pid in sorted(starts, key=starts.__getitem__):
-            fields = stats[pid]
-            known = self._procs.get(pid)
-            if known is None or known.start != starts[pid] or known.owner is None:
-                owner = self._classify(pid, fields, starts[pid])
-                if owner is None:
-                    continue
-                known = self._procs[pid]
-            owner = known.owner
-            assert owner is not None
+        # oldest first: a runtime's first PID is its root (its connections are read there)
+        for pid in sorted(owners, key=starts.__getitem__):
+            owner, fields = owners[pid], stats[pid]
+            known = self._describe(pid, fields)
             usage = found.get(owner.key)
             if usage is None:
                 usage = found[owner.key] = RuntimeUsage(owner)
@@ -177,56 +187,81 @@ class ProcessScanner:
         if fd is not None:
             os.close(fd)
 
-    # --- classification ---
+    # --- attribution ---
 
-    def _classify(self, pid: int, fields: list[bytes], start: int) -> Owner | None:
+    def _owners(
+        self,
+        stats: dict[int, list[bytes]],
+        starts: dict[int, int],
+        roots: Mapping[int, LocalRoot],
+    ) -> dict[int, Owner]:
+        """Each runtime process's owner: a local root's (the root itself, and whatever
+        descends from it), else its kernelhub container's. A child takes its parent's
+        owner; the parent is followed only where it started no later than the child, so
+        a parent PID reused while this scan read ``/proc`` hands nothing down."""
+        resolved: dict[int, Owner | None] = {}
+        for pid in stats:
+            chain: list[int] = []  # unresolved, from pid up to its oldest unresolved ancestor
+            inherited: Owner | None = None
+            current = pid
+            while True:
+                if current in resolved:
+                    inherited = resolved[current]
+                    break
+                root = roots.get(current)
+                if root is not None and root.start == starts[current]:
+                    inherited = resolved[current] = root.owner
+                    break
+                chain.append(current)
+                parent, start = int(stats[current][1]), starts[current]
+                parent_start = starts.get(parent)
+                if parent_start is None or parent_start > start:
+                    break
+                if parent_start == start and parent in chain:
+                    break  # a loop (PIDs reused mid-scan, within one clock tick)
+                current = parent
+            for member in reversed(chain):  # the oldest first: it hands its owner down
+                if inherited is None:
+                    inherited = self._container_owner(member, starts[member])
+                resolved[member] = inherited
+        return {pid: owner for pid, owner in resolved.items() if owner is not None}
+
+    def _container_owner(self, pid: int, start: int) -> Owner | None:
+        """The owner its cgroup's kernelhub container names (read once per process, a miss
+        again every RECHECK_CYCLES)."""
         known = self._procs.get(pid)
-        fresh = known is not None and self._cycle - known.seen_cycle < RECHECK_CYCLES
-        if known is not None and known.start == start and (known.owner is not None or fresh):
-            return known.owner
-        owner = self._owner_of(pid, int(fields[1]))
-        name = fields[0].decode(errors="replace")
-        cmdline, netns = "", ""
-        base = f"{self._root}/{pid}"
-        if owner is not None:
-            cmdline = _read(base + "/cmdline").replace("\0", " ").strip()
-            netns = _readlink(base + "/ns/net")
-            if pid not in self._fds and len(self._fds) < self._max_fds:
-                with contextlib.suppress(OSError):  # its stat, each cycle: one open fd
-                    self._fds[pid] = os.open(base + "/stat", os.O_RDONLY | os.O_CLOEXEC)
-        self._procs[pid] = _Proc(start, owner, name, cmdline, self._cycle, netns)
-        return owner
-
-    def _owner_of(self, pid: int, ppid: int) -> Owner | None:
-        parent = self._procs.get(ppid)
-        if parent is not None and parent.owner is not None:
-            return parent.owner  # the local runtime's process tree (a kernel, a terminal)
+        if known is None:
+            known = self._procs[pid] = _Proc(start)
+        elif known.checked is not None and (
+            known.container is not None or self._cycle - known.checked < RECHECK_CYCLES
+        ):
+            return known.container
+        known.checked = self._cycle
         match = CONTAINER_ID.search(_read(f"{self._root}/{pid}/cgroup"))
+        known.container = None
         if match is not None and match.group(0) != self._own_container:
             container = match.group(0)
             if container not in self._label_cache:
                 self._label_cache[container] = _owner_from_labels(container, self._labels)
-            if self._label_cache[container] is not None:
-                return self._label_cache[container]
-        # not a kernelhub container (or the daemon's own): maybe a local runtime
-        return self._local_owner(pid)
+            known.container = self._label_cache[container]
+        return known.container
 
-    def _local_owner(self, pid: int) -> Owner | None:
-        raw = _read(f"{self._root}/{pid}/environ")  # others' processes: unreadable, ""
-        if "JUPYTERHUB_USER=" not in raw:
-            return None
-        env = dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
-        if self.hub_api_url and env.get("JUPYTERHUB_API_URL", "").rstrip("/") != self.hub_api_url:
-            return None  # another hub's runtime
-        if "JUPYTERHUB_SERVER_NAME" not in env:
-            return None
-        gpus = tuple(g for g in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if g)
-        return Owner(
-            env["JUPYTERHUB_USER"],
-            env["JUPYTERHUB_SERVER_NAME"],
-            env.get(RUNTIME_TYPE_ENV, ""),
-            gpus,
-        )
+    def _describe(self, pid: int, fields: list[bytes]) -> _Proc:
+        """A runtime process's name, command line and network namespace (read once), and
+        an open ``stat`` descriptor for the next scans."""
+        known = self._procs.get(pid)
+        if known is None:
+            known = self._procs[pid] = _Proc(int(fields[19]))
+        base = f"{self._root}/{pid}"
+        if not known.described:
+            known.described = True
+            known.name = fields[0].decode(errors="replace")
+            known.cmdline = _read(base + "/cmdline").replace("\0", " ").strip()
+            known.netns = _readlink(base + "/ns/net")
+        if pid not in self._fds and len(self._fds) < self._max_fds:
+            with contextlib.suppress(OSError):  # its stat, each scan: one open fd
+                self._fds[pid] = os.open(base + "/stat", os.O_RDONLY | os.O_CLOEXEC)
+        return known
 
     # --- measurements ---
 

@@ -210,7 +210,7 @@ async def serve(args: argparse.Namespace) -> None:
         interval=args.interval,
         account_period=args.account_period,
         process_interval=args.process_interval,
-        scanner=ProcessScanner(api_url),
+        scanner=ProcessScanner(),
         metrics=metrics,
         default_limits=default_rule(args),
         detector=make_detector() if args.mining_detector else None,

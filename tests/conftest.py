@@ -97,7 +97,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 
 @pytest.fixture(scope="session")
 def passwords() -> dict[str, str]:
-    return {"user": secrets.token_urlsafe(12), "admin": secrets.token_urlsafe(33)}
+    """The first account's password, pre-seeded in every hub_factory hub: user `admin`.
+    Other users get theirs from HubProcess.password(user)."""
+    return {"admin": secrets.token_urlsafe(18)}
 
 
 def _quota_module(item: pytest.Item | None) -> bool:
@@ -128,6 +130,7 @@ def hub_factory(
         env: dict[str, str] | None = None,
         port: int | None = None,
         quotas: bool | None = None,
+        args: list[str] | None = None,
     ) -> HubProcess:
         owner = _fixture_setups[-1] if _fixture_setups else None
         test = _current_test[-1] if _current_test else None
@@ -137,7 +140,7 @@ def hub_factory(
         if not quotas:
             env.setdefault("KERNELHUB_QUOTAS", "0")
         data_dir = tmp_path_factory.mktemp(name) / "data"
-        write_test_credentials(data_dir, passwords["user"], passwords["admin"])
+        write_test_credentials(data_dir, passwords["admin"])
         hub = HubProcess(
             data_dir=data_dir,
             port=port or free_port(),
@@ -145,6 +148,7 @@ def hub_factory(
             db_url=db_url,
             runtimes=runtimes,
             env=env,
+            args=list(args or []),
         )
         started.append(hub)
         _running_hubs.append(hub)

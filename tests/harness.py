@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import httpx
 
-from kernelhub.launcher.credentials import OPERATOR_TOKEN_FILE
+from kernelhub.launcher.credentials import CREDENTIALS_FILE, OPERATOR_TOKEN_FILE
 
 KERNELHUB = str(Path(sys.executable).parent / "kernelhub")
 START_TIMEOUT = 60.0
@@ -33,11 +33,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_test_credentials(data_dir: Path, user_password: str, admin_password: str) -> None:
-    """Pre-seed the local passwords so `kernelhub up` never prints them in test output."""
+def write_test_credentials(data_dir: Path, admin_password: str, admin_user: str = "admin") -> None:
+    """Pre-seed the first account's password (local sign-in), so the test knows it and
+    `kernelhub up` generates none."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "local-credentials.json"
-    path.write_text(json.dumps({"user_password": user_password, "admin_password": admin_password}))
+    path = data_dir / CREDENTIALS_FILE
+    path.write_text(json.dumps({"admin_user": admin_user, "admin_password": admin_password}))
     path.chmod(0o600)
 
 
@@ -49,9 +50,12 @@ class HubProcess:
     db_url: str | None = None
     runtimes: str = "local"
     env: dict[str, str] = field(default_factory=dict)  # on top of this process's
+    args: list[str] = field(default_factory=list)  # more `kernelhub up` options
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
     starts: int = 0
+    # local sign-in passwords handed out by password(), kept across restarts of this hub
+    _passwords: dict[str, str] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-hub.log"
@@ -62,7 +66,7 @@ class HubProcess:
 
     def command(self) -> list[str]:
         cmd = [KERNELHUB, "up", "--data-dir", str(self.data_dir), "--port", str(self.port)]
-        cmd += ["--runtimes", self.runtimes]
+        cmd += ["--runtimes", self.runtimes, *self.args]
         if self.db_url:
             cmd += ["--db-url", self.db_url]
         if self.config_text is not None:
@@ -137,6 +141,22 @@ class HubProcess:
             assert issued.status_code in (200, 201), f"a token for {user}: {issued.status_code}"
             return str(issued.json()["token"])
 
+    def password(self, user: str, admin: bool = False) -> str:
+        """``user``'s local sign-in password: the account is created (approved) through
+        the hub's REST API with the operator token, as `kernelhub user add` does but
+        without a subprocess (tests/test_local_signin.py runs the real command). Asked
+        again, the same password."""
+        if user not in self._passwords:
+            operator = (self.data_dir / OPERATOR_TOKEN_FILE).read_text().strip()
+            with self.api(operator) as hub:
+                created = hub.post("kernelhub/local-users", json={"name": user, "admin": admin})
+            # the body carries the password: only the status (or the refusal) in a message
+            assert created.status_code == 201, (
+                f"an account for {user}: {created.status_code} {refusal(created)}"
+            )
+            self._passwords[user] = str(created.json()["password"])
+        return self._passwords[user]
+
     def cli_token(self, user: str) -> str:
         """A token for ``user`` from `kernelhub token` (the operator's CLI, a subprocess)."""
         result = subprocess.run(
@@ -156,8 +176,10 @@ class HubProcess:
         )
 
 
-def runtime_pids(data_dir: Path, user: str = "") -> list[int]:
-    """PIDs of local runtimes of ``data_dir``'s hub (of one ``user`` if given)."""
+def runtime_pids(data_dir: Path, user: str = "", with_sandbox: bool = False) -> list[int]:
+    """PIDs of the servers of ``data_dir``'s hub's local runtimes (of one ``user`` if
+    given); ``with_sandbox`` adds their sandboxes' bubblewrap processes (the outer one
+    and the sandbox's init), whose command lines name the server too."""
     users = str(data_dir / "users" / user).rstrip("/") + "/"
     pids = []
     for entry in Path("/proc").iterdir():
@@ -166,9 +188,12 @@ def runtime_pids(data_dir: Path, user: str = "") -> list[int]:
         try:
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             cwd = os.readlink(entry / "cwd")
+            sandbox = (entry / "comm").read_text().strip() == "bwrap"
         except OSError:
             continue
-        if "jupyterhub.singleuser" in cmdline and (cwd + "/").startswith(users):
+        if "jupyterhub.singleuser" not in cmdline or (sandbox and not with_sandbox):
+            continue
+        if (cwd + "/").startswith(users) or (sandbox and f"\0{users}" in cmdline):
             pids.append(int(entry.name))
     return pids
 
@@ -237,6 +262,16 @@ def sign_in(hub: HubProcess, user: str, password: str) -> httpx.Client:
         f"sign-in as {user} failed: {response.status_code} {response.url}"
     )
     return session
+
+
+def refusal(response: httpx.Response) -> str:
+    """The message of an API error answer ({"status", "message"}); never a 2xx body."""
+    if response.is_success:
+        return ""
+    try:
+        return str(response.json().get("message"))
+    except ValueError:
+        return response.text[:200]
 
 
 def text_of(html: str) -> str:

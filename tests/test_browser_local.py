@@ -28,13 +28,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def test_a_notebook_is_created_run_saved_and_kept_after_sign_out(
     hub: HubProcess,
     username: str,
-    passwords: dict[str, str],
     user_api: httpx.Client,  # stops the runtime afterwards
 ) -> None:
     blocked: list[str] = []
     artifacts = ARTIFACTS / "browser-local"
     with browser_session(artifacts, blocked) as (context, page, steps):
-        sign_in(page, hub.url, username, passwords["user"])
+        sign_in(page, hub.url, username, hub.password(username))
         page.goto(f"{hub.url}/hub/spawn")
         steps.shot("runtime-form")
         start_runtime_from_form(page, "cpu")

@@ -40,11 +40,10 @@ def hub(hub_factory: Callable[..., HubProcess]) -> HubProcess:
 def test_a_pending_idle_warning_shows_in_the_notebook_once(
     hub: HubProcess,
     username: str,
-    passwords: dict[str, str],
     user_api: httpx.Client,  # stops the runtime afterwards
 ) -> None:
     with browser_session(ARTIFACTS / "browser-notices") as (_, page, steps):
-        sign_in(page, hub.url, username, passwords["user"])
+        sign_in(page, hub.url, username, hub.password(username))
         page.goto(f"{hub.url}/hub/spawn")
         start_runtime_from_form(page, "cpu")
         # as the daemon records a warning about this running runtime

@@ -185,11 +185,10 @@ def insert_and_run_with_ctrl_alt_p(
 def test_ctrl_alt_p_finds_inserts_and_runs_a_snippet(
     hub: HubProcess,
     username: str,
-    passwords: dict[str, str],
     user_api: httpx.Client,  # stops the runtime afterwards
 ) -> None:
     artifacts = ARTIFACTS / "browser-snippets-palette"
-    output = insert_and_run_with_ctrl_alt_p(hub, username, passwords["user"], artifacts)
+    output = insert_and_run_with_ctrl_alt_p(hub, username, hub.password(username), artifacts)
     home = hub.data_dir / "users" / username
     assert f"drive:  {home}" in output
     assert f"cwd:    {home}" in output
@@ -198,12 +197,13 @@ def test_ctrl_alt_p_finds_inserts_and_runs_a_snippet(
 
 @pytest.mark.docker
 def test_the_test_image_serves_the_snippets_in_a_docker_runtime(
-    docker_hub: HubProcess, username: str, passwords: dict[str, str]
+    docker_hub: HubProcess, username: str
 ) -> None:
     # the runtime images install the wheel: the same flow in a container of the test image
     artifacts = ARTIFACTS / "browser-snippets-docker"
     try:
-        output = insert_and_run_with_ctrl_alt_p(docker_hub, username, passwords["user"], artifacts)
+        password = docker_hub.password(username)
+        output = insert_and_run_with_ctrl_alt_p(docker_hub, username, password, artifacts)
     finally:
         with docker_hub.api(docker_hub.token(username)) as api:
             stop_all_runtimes(api, username)
@@ -214,7 +214,6 @@ def test_the_test_image_serves_the_snippets_in_a_docker_runtime(
 def test_a_malformed_snippet_file_is_reported_and_skipped_and_the_panel_still_works(
     hub: HubProcess,
     username: str,
-    passwords: dict[str, str],
     user_api: httpx.Client,  # stops the runtime afterwards
 ) -> None:
     folder = user_snippets_dir(hub, username)
@@ -224,7 +223,7 @@ def test_a_malformed_snippet_file_is_reported_and_skipped_and_the_panel_still_wo
     blocked: list[str] = []
     artifacts = ARTIFACTS / "browser-snippets-panel"
     with browser_session(artifacts, blocked) as (context, page, steps):
-        notebook = open_cpu_notebook(page, hub.url, username, passwords["user"])
+        notebook = open_cpu_notebook(page, hub.url, username, hub.password(username))
         steps.page = notebook
 
         # the panel: one skipped file, named with its reason, and every good snippet

@@ -95,10 +95,10 @@ def test_stopping_a_gpu_runtime_frees_its_gpu(apis: dict) -> None:
 
 
 def test_the_form_shows_a_taken_gpu_disabled_with_its_reason(
-    gpu_hub: HubProcess, apis: dict, passwords: dict[str, str]
+    gpu_hub: HubProcess, apis: dict
 ) -> None:
     start_runtime(apis["alice"], "alice", runtime="gpu")
-    browser = sign_in(gpu_hub, "bob", passwords["user"])
+    browser = sign_in(gpu_hub, "bob", gpu_hub.password("bob"))
     page = browser.get("/hub/spawn")
     browser.close()
     assert 'value="gpu" class="form-check-input" disabled' in page.text

@@ -45,10 +45,8 @@ def store(notices_hub: HubProcess) -> Iterator[QuotaStore]:
 
 
 @pytest.fixture
-def session(
-    notices_hub: HubProcess, username: str, passwords: dict[str, str]
-) -> Iterator[httpx.Client]:
-    client = sign_in(notices_hub, username, passwords["user"])
+def session(notices_hub: HubProcess, username: str) -> Iterator[httpx.Client]:
+    client = sign_in(notices_hub, username, notices_hub.password(username))
     yield client
     client.close()
 
@@ -215,14 +213,14 @@ def test_html_in_a_message_is_escaped(
 
 
 def test_an_unreadable_quota_store_leaves_the_home_page_without_notices(
-    hub_factory: Callable[..., HubProcess], username: str, passwords: dict[str, str]
+    hub_factory: Callable[..., HubProcess], username: str
 ) -> None:
     broken = hub_factory(BROKEN_CONFIG, name="quota-notices-broken")
     # the daemon's own store is fine: an event there would show, were the hub to read it
     with QuotaStore.open(f"sqlite:///{broken.data_dir / 'quotas.sqlite'}") as daemon_store:
         daemon_store.record_event(username, "", "gpu", "stop", "idle", SESSION_STOP)
 
-    client = sign_in(broken, username, passwords["user"])
+    client = sign_in(broken, username, broken.password(username))
     response = client.get("/hub/home")
     client.close()
 

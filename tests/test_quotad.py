@@ -3,7 +3,9 @@
 Policy tests drive ``QuotaDaemon.run_cycle`` in-process on a ``VirtualClock``
 (started at the wall clock's now, so the hub's real timestamps line up), so
 hours of session age pass instantly while the hub, its runtimes and the stops
-are real. The kill -9 test runs the daemon as its own process on the wall clock.
+are real. The in-process daemon talks to the hub with a token holding exactly the
+quota service's scopes (``QUOTA_SCOPES``), as the managed service does. The kill -9
+test runs the daemon as its own process on the wall clock.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,13 +34,15 @@ from harness import (
 )
 
 from kernelhub.launcher.credentials import operator_token
+from kernelhub.launcher.up import QUOTA_SCOPES
 from kernelhub.quotas.clock import VirtualClock
 from kernelhub.quotas.daemon import QuotaDaemon
 from kernelhub.quotas.hub_api import HubApi
 from kernelhub.quotas.nvml import NvmlTelemetry
 from kernelhub.quotas.policy import Rule
 from kernelhub.quotas.replay import ReplayTelemetry
-from kernelhub.quotas.runtimes import ProcessScanner
+from kernelhub.quotas.runtime_view import local_roots
+from kernelhub.quotas.runtimes import ProcessScanner, RuntimeUsage
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import read_trace
 
@@ -45,12 +50,20 @@ pytestmark = pytest.mark.slow
 
 DATA = Path(__file__).parent / "data"
 TRAINING_PID, IDLE_PID = 4121, 2877  # the PIDs recorded in training / idle_with_memory
+# a service holding the quota service's role, whose token the in-process daemons use
+QUOTA_ROLE_TOKEN = secrets.token_hex(32)
+QUOTA_ROLE_CONFIG = f"""
+c.JupyterHub.services = [{{"name": "quota-role", "api_token": {QUOTA_ROLE_TOKEN!r}}}]
+c.JupyterHub.load_roles = [
+    {{"name": "quota-role", "scopes": {QUOTA_SCOPES!r}, "services": ["quota-role"]}},
+]
+"""
 
 
 @pytest.fixture(scope="module")
 def qhub(hub_factory: Callable[..., HubProcess]) -> HubProcess:
     """A hub of its own: its managed quota service's log is this module's to read."""
-    return hub_factory(name="quotad")
+    return hub_factory(QUOTA_ROLE_CONFIG, name="quotad")
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +96,8 @@ def make_daemon(
 ) -> QuotaDaemon:
     telemetry = ReplayTelemetry(two_gpu_trace(), clock, loop=True)
     telemetry.pid_map = {TRAINING_PID: pids.get("training", 0), IDLE_PID: pids.get("idle", 0)}
-    api_url = internal_api_url(hub)
-    client = HubApi(api_url, operator_token(hub.data_dir), public_url=hub.url)
-    return QuotaDaemon(store, telemetry, client, clock, scanner=ProcessScanner(api_url))
+    client = HubApi(internal_api_url(hub), QUOTA_ROLE_TOKEN, public_url=hub.url)
+    return QuotaDaemon(store, telemetry, client, clock, scanner=ProcessScanner())
 
 
 async def close_hub(daemon: QuotaDaemon) -> None:
@@ -102,9 +114,16 @@ def start_user_runtime(api: httpx.Client, user: str) -> None:
 
 
 def root_pid(hub: HubProcess, user: str) -> int:
-    pids = runtime_pids(hub.data_dir, user)
-    assert len(pids) == 1, pids
-    return pids[0]
+    """``user``'s runtime's outermost process: its sandbox (whose processes all carry
+    the server's command line), or the server itself where unsandboxed."""
+    pids = runtime_pids(hub.data_dir, user, with_sandbox=True)
+    roots = [pid for pid in pids if parent_pid(pid) not in pids]
+    assert len(roots) == 1, pids
+    return roots[0]
+
+
+def parent_pid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[1])
 
 
 @pytest.fixture
@@ -203,10 +222,51 @@ async def test_idle_gpu_runtime_stopped_busy_gpu_runtime_kept(
     assert gpu_totals(store, username, started_day)[1] == 0.0
 
 
+def start_ticks(pid: int) -> int:
+    """A process's start time in clock ticks since boot (/proc/PID/stat field 22)."""
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[19])
+
+
+async def test_the_quota_role_reads_each_local_runtimes_root_and_only_its_tree_counts(
+    qhub: HubProcess, operator: httpx.Client, username: str
+) -> None:
+    start_user_runtime(operator, username)
+    # the server, and its sandbox's processes where it has one
+    server_pids = set(runtime_pids(qhub.data_dir, username))
+    api_url = internal_api_url(qhub)
+    hub = HubApi(api_url, QUOTA_ROLE_TOKEN)
+    try:
+        (server,) = [s for s in await hub.servers() if s.user == username]
+    finally:
+        await hub.close()
+    # the hub shows the spawner's state to the quota role: the root and its start time
+    assert server.local_pid is not None, "no admin:server_state, or no pid in the state"
+    assert server.local_pid_start == start_ticks(server.local_pid)
+    # a process outside the runtime that claims it in every variable a runtime is given
+    claims = {
+        "JUPYTERHUB_USER": username,
+        "JUPYTERHUB_SERVER_NAME": "",
+        "JUPYTERHUB_API_URL": api_url,
+    }
+    impostor = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], env={**os.environ, **claims}
+    )
+    try:
+        scanner = ProcessScanner(connections=False, container_labels=lambda _: None)
+        usages: dict[str, RuntimeUsage] = scanner.scan(local_roots([server]))
+    finally:
+        impostor.kill()
+        impostor.wait()
+        stop_all_runtimes(operator, username)
+    pids = usages[f"{username}/"].pids
+    assert pids[0] == server.local_pid and server_pids <= set(pids)
+    assert impostor.pid not in pids
+
+
 def run_quotad(hub: HubProcess, db_url: str, pid: int, log: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTERHUB_")}
     env["JUPYTERHUB_API_URL"] = internal_api_url(hub)
-    env["JUPYTERHUB_API_TOKEN"] = operator_token(hub.data_dir)
+    env["JUPYTERHUB_API_TOKEN"] = QUOTA_ROLE_TOKEN
     env["JUPYTERHUB_SERVICE_URL"] = "http://127.0.0.1:0"
     command = [sys.executable, "-m", "kernelhub.quotas.service", "--db-url", db_url]
     command += [

@@ -1,5 +1,6 @@
-"""The quota daemon's cycle on its own: processes are read less often than GPUs, and the
-mining detector looks at each runtime at each read, with its CPU use against its CPU limit.
+"""The quota daemon's cycle on its own: processes are read less often than GPUs, after
+the servers (whose state roots each local runtime's processes), and the mining detector
+looks at each runtime at each read, with its CPU use against its CPU limit.
 
 The hub, the process scanner and the detector are stand-ins here (the real ones are
 exercised in test_quotad.py and test_quotad_mining.py); time is a VirtualClock.
@@ -8,8 +9,9 @@ exercised in test_quotad.py and test_quotad_mining.py); time is a VirtualClock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -21,7 +23,7 @@ from kernelhub.quotas.clock import VirtualClock
 from kernelhub.quotas.daemon import QuotaDaemon
 from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
 from kernelhub.quotas.replay import ReplayTelemetry
-from kernelhub.quotas.runtimes import Owner, RuntimeUsage, _owner_from_labels
+from kernelhub.quotas.runtimes import LocalRoot, Owner, RuntimeUsage, _owner_from_labels
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import TelemetrySample
 
@@ -30,7 +32,6 @@ CPU_PER_SCAN = 2.0  # CPU seconds the runtime uses between two scans
 
 
 class OneServerHub:
-    api_url = "http://127.0.0.1:8081/hub/api"
     kernels_readable = True  # asked, and answers nothing
 
     def __init__(self, started: datetime) -> None:
@@ -55,7 +56,7 @@ class CountingScanner:
     def __init__(self, owner: Owner) -> None:
         self.owner, self.scans = owner, 0
 
-    def scan(self) -> dict[str, RuntimeUsage]:
+    def scan(self, local_roots: Mapping[int, LocalRoot]) -> dict[str, RuntimeUsage]:
         self.scans += 1
         usage = RuntimeUsage(self.owner, pids=[4242], cpu_seconds=CPU_PER_SCAN * self.scans)
         return {self.owner.key: usage}
@@ -159,7 +160,7 @@ class KernelsHub(OneServerHub):
 
 
 class NoProcesses:
-    def scan(self) -> dict[str, RuntimeUsage]:
+    def scan(self, local_roots: Mapping[int, LocalRoot]) -> dict[str, RuntimeUsage]:
         return {}
 
 
@@ -177,3 +178,59 @@ def test_kernel_state_is_asked_only_near_the_idle_limit_and_decides_there(
 
     assert hub.asked == ["ada/", "bob/"]  # cy is far from its limit: nothing to ask
     assert report.warnings == [("bob/", "idle")]  # ada's executing kernel is not idle
+
+
+class StartingHub(OneServerHub):
+    """ada's runtime runs from the first cycle, bob's local GPU runtime from the second;
+    the hub's server state names each one's root process. Logs each call."""
+
+    def __init__(self, started: datetime, log: list[str]) -> None:
+        super().__init__(started)
+        self.server = dataclasses.replace(self.server, local_pid=4242, local_pid_start=777)
+        self.bob = ServerInfo(
+            "bob", "big", "gpu", started, started, True, None, "/user/bob/big/",
+            local_pid=5353, local_pid_start=888, gpu_ids=("1", "GPU-b"),
+        )  # fmt: skip
+        self.log, self.cycles = log, 0
+
+    async def servers(self) -> list[ServerInfo]:
+        self.cycles += 1
+        self.log.append("servers")
+        return [self.server] if self.cycles == 1 else [self.server, self.bob]
+
+
+class RootsScanner:
+    """Records the roots each scan is given; finds a process at each root."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.roots: list[dict[int, LocalRoot]] = []
+
+    def scan(self, local_roots: Mapping[int, LocalRoot]) -> dict[str, RuntimeUsage]:
+        self.log.append("scan")
+        self.roots.append(dict(local_roots))
+        return {r.owner.key: RuntimeUsage(r.owner, [pid]) for pid, r in local_roots.items()}
+
+
+def test_each_scan_is_given_the_local_roots_of_the_servers_read_in_its_cycle(
+    store: QuotaStore,
+) -> None:
+    clock, log = VirtualClock(START), list[str]()  # calls, in order
+    hub = StartingHub(datetime.fromtimestamp(START, UTC) - timedelta(minutes=5), log)
+    scanner = RootsScanner(log)
+    no_gpus = [TelemetrySample(START, ()).to_json_line()]
+    telemetry = ReplayTelemetry(no_gpus, clock, loop=True)
+    daemon = QuotaDaemon(store, telemetry, hub, clock, process_interval=0.0, scanner=scanner)
+
+    async def two_cycles() -> list[Any]:
+        first = await daemon.run_cycle()
+        clock.advance(daemon.interval)
+        return [first, await daemon.run_cycle()]
+
+    reports = asyncio.run(two_cycles())
+
+    assert log == ["servers", "scan", "servers", "scan"]  # the servers, then their processes
+    ada = LocalRoot(777, Owner("ada", "", "cpu"))
+    bob = LocalRoot(888, Owner("bob", "big", "gpu", ("1", "GPU-b")))
+    assert scanner.roots == [{4242: ada}, {4242: ada, 5353: bob}]
+    assert [r.runtimes for r in reports] == [1, 2]

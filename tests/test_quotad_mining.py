@@ -33,7 +33,14 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import HubProcess, server_path, stop_all_runtimes, wait_for_process_exit, wait_until
-from test_quotad import internal_api_url, root_pid, servers, start_user_runtime
+from test_quotad import (
+    QUOTA_ROLE_CONFIG,
+    QUOTA_ROLE_TOKEN,
+    internal_api_url,
+    root_pid,
+    servers,
+    start_user_runtime,
+)
 
 from kernelhub.launcher.credentials import operator_token
 from kernelhub.quotas.clock import Clock, VirtualClock
@@ -58,9 +65,12 @@ TRACES = {
     "idle_with_memory": 2877,
 }
 FIELDS = ("day", "runtime_type", "gpu_seconds", "gpu_seconds_weighted", "cpu_seconds")
-CONFIG = """
+CONFIG = (
+    """
 c.GpuInventory.devices = ["0", "1"]
 """
+    + QUOTA_ROLE_CONFIG  # the daemon's token holds the quota service's scopes
+)
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +146,13 @@ async def test_mining_runtime_stopped_flagged_and_gpu_spawn_refused_ml_runtimes_
     api_url = internal_api_url(mhub)
     hub = BusyKernelsHub(
         api_url,
-        operator_token(mhub.data_dir),
+        QUOTA_ROLE_TOKEN,
         public_url=mhub.url,
         busy={f"{trainer}/"},
         clock=clock,
     )
     detector = MiningDetector()
-    daemon = QuotaDaemon(
-        store, telemetry, hub, clock, scanner=ProcessScanner(api_url), detector=detector
-    )
+    daemon = QuotaDaemon(store, telemetry, hub, clock, scanner=ProcessScanner(), detector=detector)
     t0 = clock.now()
     stopped_at: float | None = None
     reports = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -91,7 +90,7 @@ def assert_one_clear_line(result: subprocess.CompletedProcess[str], fragment: st
 def test_a_bad_config_file_is_one_clear_line(
     tmp_path: Path, passwords: dict[str, str], config_text: str | None, fragment: str
 ) -> None:
-    write_test_credentials(tmp_path / "data", passwords["user"], passwords["admin"])
+    write_test_credentials(tmp_path / "data", passwords["admin"])
     config = tmp_path / "kernelhub_config.py"
     if config_text is not None:
         config.write_text(config_text)
@@ -106,15 +105,27 @@ def test_a_bad_config_file_is_one_clear_line(
     ("stored", "fragment"),
     [
         pytest.param("{not json", "JSONDecodeError", id="not-json"),
+        pytest.param("[]", "not a JSON object", id="not-an-object"),
+        pytest.param('{"admin_user": "admin"}', "KeyError: 'admin_password'", id="no-password"),
         pytest.param(
-            '{"user_password": "short", "admin_password": "x"}',
-            "user_password must be 8+ characters",
-            id="short-user-password",
+            '{"admin_user": "admin", "admin_password": "short"}',
+            "admin_password must be 8 to 72 characters",
+            id="short-password",
         ),
         pytest.param(
-            '{"user_password": "long enough", "admin_password": "too short"}',
-            "admin_password must be 32+ characters",
-            id="short-admin-password",
+            '{"admin_user": "admin", "admin_password": "' + "x" * 73 + '"}',
+            "admin_password must be 8 to 72 characters",
+            id="password-over-bcrypts-72-bytes",
+        ),
+        pytest.param(
+            '{"admin_user": "", "admin_password": "long enough"}',
+            "admin_user must be a user name",
+            id="empty-user",
+        ),
+        pytest.param(
+            '{"user_password": "long enough", "admin_password": "short"}',
+            "admin_password must be 8 to 72 characters",
+            id="shared-password-file-with-a-short-admin-password",
         ),
     ],
 )
@@ -126,14 +137,14 @@ def test_unusable_stored_passwords_are_one_clear_line(
     (data_dir / "local-credentials.json").write_text(stored)
     result = run_up("--data-dir", str(data_dir), "--port", str(free_port()))
     assert_one_clear_line(result, fragment)
-    assert "delete it to generate new passwords" in result.stderr
+    assert "delete it to generate a new password" in result.stderr
 
 
 @pytest.mark.parametrize("token", ["", "short-s3cret"])
 def test_an_external_quota_daemon_without_a_usable_token_is_one_clear_line(
     tmp_path: Path, passwords: dict[str, str], token: str
 ) -> None:
-    write_test_credentials(tmp_path / "data", passwords["user"], passwords["admin"])
+    write_test_credentials(tmp_path / "data", passwords["admin"])
     env = {"KERNELHUB_QUOTAD_URL": "http://127.0.0.1:9", "KERNELHUB_QUOTAD_TOKEN": token}
     result = run_up("--data-dir", str(tmp_path / "data"), "--port", str(free_port()), env=env)
     assert_one_clear_line(result, "KERNELHUB_QUOTAD_TOKEN must be the quota daemon's API token")
@@ -141,7 +152,7 @@ def test_an_external_quota_daemon_without_a_usable_token_is_one_clear_line(
 
 
 def test_a_port_in_use_is_one_clear_line(tmp_path: Path, passwords: dict[str, str]) -> None:
-    write_test_credentials(tmp_path / "data", passwords["user"], passwords["admin"])
+    write_test_credentials(tmp_path / "data", passwords["admin"])
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -188,26 +199,10 @@ def test_help_lists_the_environment_variables() -> None:
         assert variable in result.stdout
 
 
-def test_local_passwords_are_generated_private_and_shown_once(tmp_path: Path) -> None:
-    hub = HubProcess(data_dir=tmp_path / "data", port=free_port(), env={"KERNELHUB_QUOTAS": "0"})
-    try:
-        hub.start()
-        hub.stop(signal.SIGINT)
-        hub.start()
-    finally:
-        hub.stop(signal.SIGINT)
-    credentials = tmp_path / "data" / "local-credentials.json"
-    assert credentials.stat().st_mode & 0o777 == 0o600
-    password = json.loads(credentials.read_text())["user_password"]
-    times_shown = hub.log().count(password)
-    assert times_shown == 1
-    assert "passwords are in" in hub.log()
-
-
 def test_the_start_up_log_says_which_backends_are_used_and_why(hub: HubProcess) -> None:
     log = hub.log()
     assert "Runtimes: local processes (--runtimes local)" in log
-    assert "Sign-in: local shared password (embedded default" in log
+    assert "Sign-in: local passwords, one per person (embedded default" in log
     assert "No GPUs (NVML unavailable" in log
 
 

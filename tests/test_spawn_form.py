@@ -10,8 +10,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def browser(hub: HubProcess, username: str, passwords: dict[str, str]) -> httpx.Client:
-    session = sign_in(hub, username, passwords["user"])
+def browser(hub: HubProcess, username: str) -> httpx.Client:
+    session = sign_in(hub, username, hub.password(username))
     yield session
     session.close()
 

@@ -11,7 +11,8 @@ from typing import TypeVar
 import click
 
 from kernelhub.clients.http import ApiClient, ApiError
-from kernelhub.launcher.state import DEFAULT_DATA_DIR
+from kernelhub.launcher.credentials import OPERATOR_TOKEN_FILE
+from kernelhub.launcher.state import DEFAULT_DATA_DIR, HubStateError, read_hub_state
 
 Client = TypeVar("Client", bound=ApiClient)
 
@@ -70,3 +71,19 @@ def one_line_errors(
         raise click.ClickException(token_refusal(client, e) or e.message) from None
     finally:
         client.close()
+
+
+def operator_access(data_dir: Path) -> tuple[str, str]:
+    """The running hub's URL and the operator token, from its data directory (for the
+    operator's commands on the hub machine); one-line errors when either is missing."""
+    try:
+        state = read_hub_state(data_dir)
+        operator = (data_dir.expanduser() / OPERATOR_TOKEN_FILE).read_text().strip()
+    except HubStateError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:
+        raise click.ClickException(
+            f"cannot read the operator token in {data_dir} ({e.strerror}): start the hub "
+            f"once with `kernelhub up --data-dir {data_dir}`"
+        ) from None
+    return str(state["url"]), operator

@@ -7,9 +7,7 @@ from pathlib import Path
 import click
 
 from kernelhub.clients.http import HubClient, HubError
-from kernelhub.clients.options import data_dir_option
-from kernelhub.launcher.credentials import OPERATOR_TOKEN_FILE
-from kernelhub.launcher.state import HubStateError, read_hub_state
+from kernelhub.clients.options import data_dir_option, operator_access
 
 
 @click.command()
@@ -27,18 +25,9 @@ def token(user: str, data_dir: Path, note: str, expires_in: int | None) -> None:
 
     The token carries USER's own permissions (admin scopes for admin users).
     """
+    url, operator = operator_access(data_dir)
     try:
-        state = read_hub_state(data_dir)
-        operator = (data_dir.expanduser() / OPERATOR_TOKEN_FILE).read_text().strip()
-    except HubStateError as e:
-        raise click.ClickException(str(e)) from None
-    except OSError as e:
-        raise click.ClickException(
-            f"cannot read the operator token in {data_dir} ({e.strerror}): start the hub "
-            f"once with `kernelhub up --data-dir {data_dir}`"
-        ) from None
-    try:
-        with HubClient(state["url"], operator) as hub:
+        with HubClient(url, operator) as hub:
             try:
                 hub.user(user)
             except HubError as e:

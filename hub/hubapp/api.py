@@ -7,18 +7,28 @@ from __future__ import annotations
 
 import json
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.apihandlers.users import UserServerAPIHandler
+from jupyterhub.roles import assign_default_roles
 from jupyterhub.scopes import needs_scope
+from jupyterhub.utils import maybe_future
 from tornado import web
 
+from kernelhub.executor import run_blocking
 from kernelhub.hubapp.errors import http_refusal
+from kernelhub.launcher.credentials import new_password
+from kernelhub.launcher.up import OPERATOR_SERVICE
 from kernelhub.quotagate.gate import check_quota
 from kernelhub.quotagate.notices import quota_notices
 from kernelhub.runtimes.catalog import RuntimeCatalog, user_group_names
 from kernelhub.runtimes.types import RuntimeRequestError
+from kernelhub.signin.passwords import AccountError, hash_password
+
+if TYPE_CHECKING:
+    from kernelhub.signin.local import LocalPasswordAuthenticator
 
 
 class RuntimeServerAPIHandler(UserServerAPIHandler):
@@ -112,6 +122,126 @@ class QuotaNoticesAPIHandler(APIHandler):
         self.write(json.dumps({"notices": [n.to_json() for n in notices]}))
 
 
+class LocalAccountsAPIHandler(APIHandler):
+    """Local sign-in accounts made by an operator (`kernelhub user add NAME`).
+
+    POST ``{"name": "alice", "admin": false}`` creates the hub user (unless it exists)
+    and its approved password entry, and answers 201 ``{"name", "admin", "password"}``:
+    the generated password, which the hub keeps only hashed, travels once, in this
+    answer. A name that already has a password is refused (409); nothing is left
+    half-created when anything fails.
+    """
+
+    FIELDS = frozenset({"name", "admin"})
+
+    @needs_scope("admin:users")
+    async def post(self) -> None:
+        authenticator = local_authenticator(self)
+        body = json_object(self, self.FIELDS)
+        name, admin = body.get("name"), body.get("admin", False)
+        if not isinstance(name, str):
+            raise http_refusal('"name" must be a string (the new user\'s name)')
+        if not isinstance(admin, bool):
+            raise http_refusal('"admin" must be true or false')
+        if admin and not self._may_grant_admin():
+            raise http_refusal("only administrators may create administrators", 403)
+        try:
+            name = authenticator.new_account_name(name)
+            _check_may_sign_in(authenticator, name)
+        except AccountError as e:
+            raise http_refusal(e.message, e.status) from None
+        password = new_password()
+        password_hash = await run_blocking(hash_password, password)
+        user = self.find_user(name)
+        created = user is None
+        if user is None:
+            user = self.user_from_username(name)
+        try:
+            if admin and not user.admin:
+                user.admin = True
+                assign_default_roles(self.db, entity=user)
+            authenticator.create_account(name, password_hash)  # commits the admin flag too
+            if created:
+                await maybe_future(authenticator.add_user(user))
+        except Exception as e:
+            self.db.rollback()
+            if created:
+                self.users.delete(user)
+            if isinstance(e, AccountError):  # a sign-up took the name meanwhile
+                raise http_refusal(e.message, e.status) from None
+            raise
+        self.log.info("Local sign-in: %s created account %s", self.current_user.name, name)
+        self.set_status(201)
+        self.set_header("Cache-Control", "no-store")  # the answer holds a password
+        self.write(json.dumps({"name": name, "admin": bool(user.admin), "password": password}))
+
+    def _may_grant_admin(self) -> bool:
+        # as JupyterHub's own POST /users: admin:users alone does not make admins,
+        # except for the operator service `kernelhub up` registers for its CLI
+        requester = self.current_user
+        if isinstance(requester, orm.Service):
+            return bool(requester.name == OPERATOR_SERVICE or requester.admin)
+        return bool(getattr(requester, "admin", False))
+
+
+class LocalAccountPasswordAPIHandler(APIHandler):
+    """POST: a new generated password for a local account, which is approved with it
+    (`kernelhub user reset-password NAME`); answers ``{"name", "password"}``. The old
+    password stops working at once."""
+
+    @needs_scope("admin:users")
+    async def post(self, user_name: str) -> None:
+        authenticator = local_authenticator(self)
+        json_object(self, frozenset())
+        password = new_password()
+        try:
+            name = authenticator.account_name(user_name)
+            password_hash = await run_blocking(hash_password, password)
+            authenticator.reset_account_password(name, password_hash)
+        except AccountError as e:
+            raise http_refusal(e.message, e.status) from None
+        self.log.info("Local sign-in: %s reset the password of %s", self.current_user.name, name)
+        self.set_header("Cache-Control", "no-store")
+        self.write(json.dumps({"name": name, "password": password}))
+
+
+def local_authenticator(handler: APIHandler) -> LocalPasswordAuthenticator:
+    # imported when used: nativeauthenticator adds its table to the hub's ORM
+    from kernelhub.signin.local import LocalPasswordAuthenticator
+
+    authenticator = handler.authenticator
+    if not isinstance(authenticator, LocalPasswordAuthenticator):
+        raise http_refusal(
+            "this hub does not sign in with local passwords (its authenticator is "
+            f"{type(authenticator).__name__})",
+            409,
+        )
+    return authenticator
+
+
+def json_object(handler: APIHandler, fields: frozenset[str]) -> dict[str, Any]:
+    """The request's JSON body: an object with no fields but ``fields`` (empty: {})."""
+    body = handler.get_json_body()  # 400 with a message when it is no JSON
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise http_refusal("the request body must be a JSON object")
+    unknown = sorted(set(body) - fields)
+    if unknown:
+        allowed = ", ".join(sorted(fields)) or "none"
+        raise http_refusal(f"unknown field(s) {', '.join(unknown)} (allowed: {allowed})")
+    return body
+
+
+def _check_may_sign_in(authenticator: LocalPasswordAuthenticator, name: str) -> None:
+    """Refuse an account that could never sign in (a --single-user hub's other names)."""
+    if authenticator.allow_all or authenticator.allow_existing_users:
+        return
+    if name not in authenticator.allowed_users:
+        admitted = ", ".join(sorted(authenticator.allowed_users)) or "nobody"
+        raise AccountError(f"{name} may not sign in on this hub (only {admitted} may)", 409)
+
+
 class OpenAPIHandler(APIHandler):
     """The OpenAPI document for what kernelhub adds to JupyterHub's REST API."""
 
@@ -130,5 +260,7 @@ def kernelhub_api_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
         (r"/api/users/([^/]+)/servers/([^/]*)", RuntimeServerAPIHandler),
         (r"/api/kernelhub/runtime-types", RuntimeTypesAPIHandler),
         (r"/api/kernelhub/notices/([^/]+)", QuotaNoticesAPIHandler),
+        (r"/api/kernelhub/local-users", LocalAccountsAPIHandler),
+        (r"/api/kernelhub/local-users/([^/]+)/password", LocalAccountPasswordAPIHandler),
         (r"/api/kernelhub/openapi.json", OpenAPIHandler),
     ]

@@ -7,12 +7,15 @@ are used when their prerequisites are met, ahead of the defaults.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from traitlets.config import Config
 
-from kernelhub.launcher.credentials import LocalCredentials
+from kernelhub.launcher.credentials import CREDENTIALS_FILE, LocalAccount, first_account
 from kernelhub.runtimes.engine import check_engine
+from kernelhub.signin.names import normalize_user_name
 
 LOCAL_ADMIN = "admin"
 
@@ -24,11 +27,18 @@ class BackendUnavailable(Exception):
     """The backend the operator asked for cannot run here; the message says why."""
 
 
-def choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: str = "auto") -> str:
-    """Pick the runtime backend: Docker containers when usable, else local processes."""
+def choose_spawner(
+    c: Config,
+    file_config: Config,
+    data_dir: Path,
+    runtimes: str = "auto",
+    single_user: str | None = None,
+) -> str:
+    """Pick the runtime backend: Docker containers when usable, else sandboxed local
+    processes; never a weaker isolation than asked for (see ``_use_local``)."""
     if "spawner_class" in file_config.get("JupyterHub", {}):
         return "Runtimes: spawner set by the config file (JupyterHub.spawner_class)"
-    if runtimes != "local":
+    if runtimes != "local" and not single_user:
         check = check_engine(_default_runtime_image(file_config))
         if check.usable:
             _use_docker(c, check.bridge_gateway)
@@ -37,13 +47,53 @@ def choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: str
             raise BackendUnavailable(f"--runtimes docker: {check.reason}")
         why = check.reason
     else:
-        why = "--runtimes local"
+        why = f"--single-user {single_user}" if single_user else "--runtimes local"
+    if single_user and runtimes == "docker":
+        raise BackendUnavailable("--single-user runs local runtimes; drop --runtimes docker")
+    return _use_local(c, file_config, data_dir, why, single_user)
+
+
+def _use_local(
+    c: Config, file_config: Config, data_dir: Path, why: str, single_user: str | None
+) -> str:
+    """Local runtimes, each in a bubblewrap sandbox; where one cannot be made, refuse
+    (fail closed) unless the operator asked for one unsandboxed user by name."""
+    from kernelhub.spawner.isolation import describe_isolation, sandbox_unavailable
     from kernelhub.spawner.local import LocalRuntimeSpawner
 
     c.JupyterHub.spawner_class = LocalRuntimeSpawner
     c.LocalRuntimeSpawner.users_dir = str(data_dir / "users")
     c.LocalRuntimeSpawner.logs_dir = str(data_dir / "logs")
-    return f"Runtimes: local processes ({why}), each user's files in {data_dir / 'users'}"
+    drives = f"each user's files in {data_dir / 'users'}"
+    if single_user:
+        if os.geteuid() == 0:
+            raise BackendUnavailable(
+                "--single-user runs runtimes without a sandbox as the hub's own user, never "
+                "as root: start kernelhub up as an unprivileged user (as root, local "
+                "runtimes are sandboxed, one Unix account per user)"
+            )
+        c.LocalRuntimeSpawner.sandbox = "none"
+        # the name as the hub will know it (the authenticator lower-cases it too)
+        c.LocalRuntimeSpawner.single_user = normalize_user_name(single_user)
+        return (
+            f"Runtimes: local processes ({why}), NOT sandboxed: single-user mode, only "
+            f"{single_user!r} may start runtimes; {drives}"
+        )
+    problem = sandbox_unavailable()
+    if problem:
+        raise BackendUnavailable(
+            f"local runtimes need a sandbox: {problem}; or start one unsandboxed user "
+            "with --single-user NAME"
+        )
+    spawner = LocalRuntimeSpawner(config=_merged(c, file_config))
+    return f"Runtimes: local processes ({why}), {describe_isolation(spawner)}; {drives}"
+
+
+def _merged(c: Config, file_config: Config) -> Config:
+    merged = Config()
+    merged.merge(c)
+    merged.merge(file_config)
+    return merged
 
 
 def _default_runtime_image(file_config: Config) -> list[str]:
@@ -67,11 +117,39 @@ def _use_docker(c: Config, bridge_gateway: str) -> None:
     c.JupyterHub.hub_connect_ip = bridge_gateway
 
 
+@dataclass(frozen=True)
+class SignInChoice:
+    """The authenticator's start-up note, and local sign-in's first account (else None)."""
+
+    note: str
+    account: LocalAccount | None = None
+
+
 def choose_authenticator(
-    c: Config, file_config: Config, data_dir: Path, creds: LocalCredentials
-) -> str:
+    c: Config, file_config: Config, data_dir: Path, single_user: str | None = None
+) -> SignInChoice:
+    """Google sign-in when a Google OAuth client is configured, else local passwords.
+
+    ``single_user`` (kernelhub up --single-user NAME): only NAME may sign in, whichever
+    the authenticator; with local passwords NAME is the first account, and nobody can
+    sign up.
+    """
+    if single_user is None:
+        return _choose_authenticator(c, file_config, data_dir, None)
+    user = _only_user(c, file_config, single_user)
+    choice = _choose_authenticator(c, file_config, data_dir, user)
+    if choice.account is None:
+        return SignInChoice(f"{choice.note}; only {user} may sign in (--single-user)")
+    return choice
+
+
+def _choose_authenticator(
+    c: Config, file_config: Config, data_dir: Path, single_user: str | None
+) -> SignInChoice:
     if "authenticator_class" in file_config.get("JupyterHub", {}):
-        return "Sign-in: authenticator set by the config file (JupyterHub.authenticator_class)"
+        return SignInChoice(
+            "Sign-in: authenticator set by the config file (JupyterHub.authenticator_class)"
+        )
     # oauthenticator (through jsonschema) costs seconds to import: only `up` pays it
     from kernelhub.signin.google import GoogleSignInError, check_google_settings, google_settings
 
@@ -84,14 +162,67 @@ def choose_authenticator(
         c.JupyterHub.authenticator_class = "kernelhub-google"
         # oauthenticator reads the client id and secret from the config or its own
         # environment variables; copying them here would put the secret in more places
-        return note
-    c.JupyterHub.authenticator_class = "shared-password"
-    c.SharedPasswordAuthenticator.user_password = creds.user_password
-    c.SharedPasswordAuthenticator.admin_password = creds.admin_password
-    c.Authenticator.allow_all = True
-    if "admin_users" not in file_config.get("Authenticator", {}):
+        return SignInChoice(note)
+    return _local_passwords(c, file_config, data_dir, single_user)
+
+
+def _only_user(c: Config, file_config: Config, name: str) -> str:
+    """Admit ``name`` alone (the allow-list, no existing users, no other admins)."""
+    from kernelhub.signin.names import normalize_user_name, user_name_problem
+
+    user = normalize_user_name(name)
+    problem = user_name_problem(user)
+    if problem:
+        raise BackendUnavailable(f"--single-user: {problem}: {name!r}")
+    configured = file_config.get("Authenticator", {})
+    for trait in ("allowed_users", "admin_users"):
+        others = sorted({normalize_user_name(n) for n in configured.get(trait, ())} - {user})
+        if others:
+            raise BackendUnavailable(
+                f"--single-user {user}: the config file's Authenticator.{trait} admits "
+                f"{', '.join(others)} as well; remove them or leave out --single-user"
+            )
+    c.Authenticator.allowed_users = {user}
+    # JupyterHub admits admins and every user already in its database otherwise
+    c.Authenticator.admin_users = {user}
+    c.Authenticator.allow_existing_users = False
+    c.Authenticator.allow_all = False
+    return user
+
+
+def _local_passwords(
+    c: Config, file_config: Config, data_dir: Path, single_user: str | None
+) -> SignInChoice:
+    c.JupyterHub.authenticator_class = "kernelhub.signin.local.LocalPasswordAuthenticator"
+    credentials = data_dir / CREDENTIALS_FILE
+    if single_user is not None:
+        c.LocalPasswordAuthenticator.enable_signup = False
+        first: str | None = single_user
+        who = f"only {single_user} may sign in (--single-user), no sign-up"
+    elif "admin_users" in file_config.get("Authenticator", {}):
+        # the config names the administrators: the operator gives them passwords
+        first = None
+        who = (
+            "administrators from the config file get passwords with "
+            "`kernelhub user add NAME`; sign-up at /hub/signup, approval at /hub/authorize"
+        )
+    else:
         c.Authenticator.admin_users = {LOCAL_ADMIN}
-    return (
-        "Sign-in: local shared password (embedded default; no Google OAuth client is "
-        f"configured); passwords in {data_dir / 'local-credentials.json'}"
+        first = LOCAL_ADMIN
+        who = "sign-up at /hub/signup, approval at /hub/authorize, `kernelhub user add NAME`"
+    note = (
+        "Sign-in: local passwords, one per person (embedded default; no Google OAuth client "
+        f"is configured): {who}"
     )
+    if first is None:
+        return SignInChoice(note)
+    account = first_account(data_dir, first)
+    c.LocalPasswordAuthenticator.credentials_file = str(credentials)
+    c.LocalPasswordAuthenticator.set_first_password = account.created_now
+    note += f"; {first}'s first password is in {credentials}"
+    if account.migrated:
+        note += (
+            " (kept from the shared-password sign-in of an earlier kernelhub; the shared "
+            "user password no longer signs anyone in)"
+        )
+    return SignInChoice(note, account)

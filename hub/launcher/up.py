@@ -17,13 +17,13 @@ from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
 from kernelhub.contract import QUOTA_DB_ENV, QUOTA_SERVICE
-from kernelhub.launcher.backends import BackendUnavailable, choose_authenticator, choose_spawner
-from kernelhub.launcher.credentials import (
-    CredentialsError,
-    LocalCredentials,
-    local_credentials,
-    operator_token,
+from kernelhub.launcher.backends import (
+    BackendUnavailable,
+    SignInChoice,
+    choose_authenticator,
+    choose_spawner,
 )
+from kernelhub.launcher.credentials import CredentialsError, LocalAccount, operator_token
 from kernelhub.launcher.state import saved_ports, write_hub_state
 
 CONFIG_FILE_NAME = "kernelhub_config.py"
@@ -44,6 +44,7 @@ class UpOptions:
     db_url: str | None = None
     log_level: str = "INFO"
     runtimes: str = "auto"
+    single_user: str | None = None  # one user, local runtimes without a sandbox
     # flags given on the command line or in the environment (they beat the file)
     explicit: set[str] = field(default_factory=set)
 
@@ -68,6 +69,9 @@ def load_config_file(path: Path) -> Config:
 
 def prepare_data_dir(data_dir: Path) -> Path:
     data_dir = data_dir.expanduser().resolve()
+    # whatever the hub, proxy and daemon create in it (databases, logs, pid files) is
+    # theirs alone; runtimes make their own files in their own processes
+    os.umask(0o077)
     try:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         probe = data_dir / ".write-test"
@@ -163,8 +167,9 @@ def _without_password(db_url: str) -> str:
     return db_url
 
 
-def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
-    """The hub's whole configuration; also start-up notes and whether passwords are new."""
+def build_config(options: UpOptions) -> tuple[Config, list[str], LocalAccount | None]:
+    """The hub's whole configuration; also start-up notes and, with local sign-in, the
+    first account (whose password `kernelhub up` shows once, on a terminal)."""
     data_dir = prepare_data_dir(options.data_dir)
     config_path = options.config_file
     if config_path is None and (data_dir / CONFIG_FILE_NAME).exists():
@@ -172,16 +177,15 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
     file_config = load_config_file(config_path.resolve()) if config_path else Config()
 
     c = Config()
-    try:
-        creds = local_credentials(data_dir)
-    except CredentialsError as e:
-        raise StartupError(str(e)) from None
     default_config = data_dir / CONFIG_FILE_NAME
+    single_user = options.single_user  # `kernelhub up --single-user NAME`
+    runtimes_note = _choose_spawner(c, file_config, data_dir, options.runtimes, single_user)
+    sign_in = _choose_authenticator(c, file_config, data_dir, single_user)
     notes = [
         f"kernelhub data directory: {data_dir}",
         f"Config file: {config_path or f'none ({default_config} is read when present)'}",
-        _choose_spawner(c, file_config, data_dir, options.runtimes),
-        _choose_authenticator(c, file_config, data_dir, creds),
+        runtimes_note,
+        sign_in.note,
     ]
     ports = internal_ports(data_dir)
     c.JupyterHub.bind_url = f"http://{_url_host(options.ip)}:{options.port}/"
@@ -203,6 +207,9 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
     c.Spawner.server_token_scopes = RUNTIME_TOKEN_SCOPES
 
     c.merge(file_config)
+    if config_path:  # it may hold secrets: no local runtime sees it, wherever it lives
+        hidden = list(c.LocalRuntimeSpawner.get("hidden_paths", []))
+        c.LocalRuntimeSpawner.hidden_paths = [*hidden, str(config_path.resolve())]
     if "ip" in options.explicit or "port" in options.explicit:
         c.JupyterHub.bind_url = f"http://{_url_host(options.ip)}:{options.port}/"
     if options.db_url:
@@ -218,12 +225,14 @@ def build_config(options: UpOptions) -> tuple[Config, list[str], bool]:
     bind = urlparse(c.JupyterHub.bind_url)
     check_port_free(bind.hostname or "", bind.port or 80, data_dir)
     write_hub_state(data_dir, c.JupyterHub.bind_url, ports)
-    return c, notes, creds.created_now
+    return c, notes, sign_in.account
 
 
-def _choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: str) -> str:
+def _choose_spawner(
+    c: Config, file_config: Config, data_dir: Path, runtimes: str, single_user: str | None
+) -> str:
     try:
-        return choose_spawner(c, file_config, data_dir, runtimes)
+        return choose_spawner(c, file_config, data_dir, runtimes, single_user)
     except BackendUnavailable as e:
         raise StartupError(str(e)) from None
     except TraitError as e:
@@ -231,11 +240,11 @@ def _choose_spawner(c: Config, file_config: Config, data_dir: Path, runtimes: st
 
 
 def _choose_authenticator(
-    c: Config, file_config: Config, data_dir: Path, creds: LocalCredentials
-) -> str:
+    c: Config, file_config: Config, data_dir: Path, single_user: str | None
+) -> SignInChoice:
     try:
-        return choose_authenticator(c, file_config, data_dir, creds)
-    except BackendUnavailable as e:
+        return choose_authenticator(c, file_config, data_dir, single_user)
+    except (BackendUnavailable, CredentialsError) as e:
         raise StartupError(str(e)) from None
 
 
@@ -261,9 +270,18 @@ def _add_operator_service(c: Config, token: str) -> None:
 QUOTA_DB_FILE = "quotas.sqlite"
 MIN_SERVICE_TOKEN = 32  # characters of a shared secret: `openssl rand -hex 16` or longer
 # only what the service does: list users, read them (groups decide rules, activity
-# decides idleness; the quota API looks users up), read and stop servers, and read
-# kernel execution state through the proxy (access:servers)
-QUOTA_SCOPES = ["list:users", "read:users", "read:servers", "delete:servers", "access:servers"]
+# decides idleness; the quota API looks users up), read and stop servers, read their
+# state (a local runtime's root process, by which its processes are attributed: the
+# hub's user model shows state only to admin:server_state), and read kernel execution
+# state through the proxy (access:servers)
+QUOTA_SCOPES = [
+    "list:users",
+    "read:users",
+    "read:servers",
+    "admin:server_state",
+    "delete:servers",
+    "access:servers",
+]
 
 
 def _add_quota_service(c: Config, data_dir: Path) -> int:
