@@ -11,6 +11,7 @@ its sandbox). Stopping a runtime kills whatever is left in its group.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import time
@@ -23,11 +24,28 @@ CPU_PERIOD_US = 100_000
 KILL_ROUNDS = 50  # rounds of "kill what is listed" before giving up (a fork bomb re-fills)
 
 
+# joins the runtime's cgroups (as root, before anything of the user's runs), then execs
+JOIN_CGROUPS = (
+    'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; shift; exec "$@"'
+)
+
+
 @dataclass(frozen=True)
 class Limits:
     memory_bytes: int | None = None
     cpu_cores: float | None = None
     max_processes: int | None = None
+
+    def rlimits(self, per_account: bool) -> dict[str, int]:
+        """The strongest rlimits there are for these limits, as prlimit options, where no
+        cgroup holds them: address space per process, processes per real UID (only
+        where that UID is the runtime's own account). CPU has no rlimit equivalent."""
+        limits: dict[str, int] = {}
+        if self.max_processes and per_account:
+            limits["nproc"] = self.max_processes
+        if self.memory_bytes:
+            limits["as"] = self.memory_bytes
+        return limits
 
 
 class CgroupsUnavailable(RuntimeError):
@@ -115,6 +133,17 @@ class RuntimeCgroup:
         """The files a process writes its PID to, to join every group."""
         return [directory / "cgroup.procs" for directory in self.dirs]
 
+    def join_command(self) -> list[str]:
+        """A command prefix that joins these groups, then runs the rest of the command."""
+        return [
+            "/bin/sh",
+            "-c",
+            JOIN_CGROUPS,
+            "kernelhub-join",
+            *map(str, self.procs_files()),
+            "--",
+        ]
+
     def pids(self) -> set[int]:
         found: set[int] = set()
         for directory in self.dirs:
@@ -164,6 +193,20 @@ class RuntimeCgroup:
                     break
                 except OSError:
                     time.sleep(0.05)
+
+
+_HUB_TREES: dict[str, CgroupTree | None] = {}  # by hub id: detected once per process
+
+
+def hub_cgroups(hub_id: str, log: logging.Logger) -> CgroupTree | None:
+    """The hub's cgroup tree, or None (said once in the log) where none can be made."""
+    if hub_id not in _HUB_TREES:
+        try:
+            _HUB_TREES[hub_id] = CgroupTree.detect(hub_id)
+        except (CgroupsUnavailable, OSError) as e:
+            log.warning("Runtime limits fall back to rlimits: %s", e)
+            _HUB_TREES[hub_id] = None
+    return _HUB_TREES[hub_id]
 
 
 def _make_dir(path: Path) -> None:

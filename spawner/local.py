@@ -38,14 +38,10 @@ from kernelhub.runtimes.types import RuntimeType
 
 from . import processes
 from .accounts import Account, AccountError, Accounts
-from .cgroups import CgroupsUnavailable, CgroupTree, Limits, RuntimeCgroup
+from .cgroups import CgroupTree, Limits, RuntimeCgroup, hub_cgroups
 from .runtime import RuntimeSpawnerMixin
 from .sandbox import SandboxSpec, bwrap_command, gpu_device_nodes, python_paths
 
-# joins the runtime's cgroups (root, before anything of the user's runs), then execs
-JOIN_CGROUPS = (
-    'for f; do [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; shift; done; shift; exec "$@"'
-)
 SERVER_STOP_GRACE = 5.0  # seconds the server gets to shut down before its sandbox is killed
 
 
@@ -211,13 +207,10 @@ class LocalRuntimeSpawner(RuntimeSpawnerMixin, LocalProcessSpawner):
             hidden=(Path(self.users_dir).parent, *(Path(p) for p in self.hidden_paths)),
             devices=gpu_device_nodes(list(self.gpu_ids), Path(self.gpu_device_dir)),
             account=account,
-            rlimits={} if cgroup is not None else self._rlimits(),
+            rlimits={} if cgroup is not None else self._limits().rlimits(os.geteuid() == 0),
             venv_config=await run_blocking(self._venv_config),
         )
-        prefix: list[str] = []
-        if cgroup is not None:
-            prefix = ["/bin/sh", "-c", JOIN_CGROUPS, "kernelhub-join"]
-            prefix += [*map(str, cgroup.procs_files()), "--"]
+        prefix = cgroup.join_command() if cgroup is not None else []
         if self.sandbox == "none":
             if account is not None:
                 prefix += processes.setpriv_prefix(account)
@@ -300,19 +293,12 @@ class LocalRuntimeSpawner(RuntimeSpawnerMixin, LocalProcessSpawner):
         return cgroup
 
     _oom_lock: ClassVar[threading.Lock] = threading.Lock()
-    _trees: ClassVar[dict[str, CgroupTree | None]] = {}  # by hub_id: detected once
 
     def cgroup_tree(self) -> CgroupTree | None:
-        """This hub's cgroup parent, or None where cgroups cannot be used (said once)."""
-        if self.hub_id not in self._trees:
-            tree = None
-            if self.use_cgroups and os.geteuid() == 0 and self.sandbox == "bubblewrap":
-                try:
-                    tree = CgroupTree.detect(self.hub_id)
-                except (CgroupsUnavailable, OSError) as e:
-                    self.log.warning("Runtime limits fall back to rlimits: %s", e)
-            self._trees[self.hub_id] = tree
-        return self._trees[self.hub_id]
+        """This hub's cgroup parent, or None where cgroups are not used or usable."""
+        if not (self.use_cgroups and os.geteuid() == 0 and self.sandbox == "bubblewrap"):
+            return None
+        return hub_cgroups(self.hub_id, self.log)
 
     def _cgroup(self) -> RuntimeCgroup | None:
         tree = self.cgroup_tree()
@@ -324,14 +310,6 @@ class LocalRuntimeSpawner(RuntimeSpawnerMixin, LocalProcessSpawner):
             cpu_cores=float(self.cpu_limit) if self.cpu_limit else None,
             max_processes=self.max_processes or None,
         )
-
-    def _rlimits(self) -> dict[str, int]:
-        limits: dict[str, int] = {}
-        if self.max_processes and os.geteuid() == 0:
-            limits["nproc"] = self.max_processes  # per account: only its own runtimes
-        if self.mem_limit:
-            limits["as"] = int(self.mem_limit)  # per process: the strongest rlimit there is
-        return limits
 
     def _venv_config(self) -> Path | None:
         return processes.user_site_venv_config(Path(self.logs_dir).parent / "sandbox")
