@@ -25,6 +25,8 @@ SOURCE_HASH_LABEL = f"{LABEL_PREFIX}.source-hash"
 # ---- environment variables ---------------------------------------------------------------
 RUNTIME_TYPE_ENV = "KERNELHUB_RUNTIME_TYPE"  # set in every runtime: its runtime type's name
 QUOTA_DB_ENV = "KERNELHUB_QUOTA_DB_URL"  # the quota store (hub: read-only; daemon: owner)
+# whom a flagged user is told to contact (the hub's spawn refusal and the quota API alike)
+QUOTA_CONTACT_ENV = "KERNELHUB_QUOTA_CONTACT"
 
 # ---- the hub's user_options ---------------------------------------------------------------
 RUNTIME_OPTION = "runtime"  # user_options[RUNTIME_OPTION] is the runtime type's name

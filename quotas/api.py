@@ -1,8 +1,10 @@
 """The quota REST API: a JupyterHub service users and admins reach through the hub's proxy.
 
 Users read their own usage and remaining quota; admins (hub admins, or tokens with
-``admin:users``) read anyone's and change rules, flags and usage. Every error is
-JSON ``{"status", "message"}``, like the hub's own API; bad input is a 4xx.
+``admin:users``) read anyone's and change rules, flags and usage. A flag's reason and
+events' details (the detector's explanation) are for admins only: users read their
+flag and events through ``disclosure.disclose``, with those fields null. Every error
+is JSON ``{"status", "message"}``, like the hub's own API; bad input is a 4xx.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from kernelhub.quotas.api_model import (
     parse_rule,
     parse_since,
     refuse_constant,
-    row_json,
     rule_json,
     summary,
 )
 from kernelhub.quotas.clock import Clock, SystemClock
+from kernelhub.quotas.disclosure import DEFAULT_CONTACT, disclose
 from kernelhub.quotas.hub_api import HubLookupError
 from kernelhub.quotas.policy import Scope, week_start
 from kernelhub.quotas.store import QuotaStore
@@ -41,12 +43,14 @@ UserLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
 
 @dataclass
 class Context:
-    """What every handler shares: the store, the hub seams and the clock."""
+    """What every handler shares: the store, the hub seams, the clock, and whom flagged
+    users are told to contact."""
 
     store: QuotaStore
     hub_auth: HubAuth
     lookup_user: UserLookup
     clock: Clock
+    contact: str = DEFAULT_CONTACT
 
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock.now(), UTC)
@@ -145,9 +149,11 @@ class UserHandler(BaseHandler):
             if self.requester.get("kind", "user") != "user":
                 raise ApiError(400, "a service has no quota of its own; ask for a user's")
         model = await self.target_user(name)
-        self.write_json(
-            await self.run(summary, self.ctx.store, name, model.get("groups") or [], self.ctx.now())
+        groups, now = model.get("groups") or [], self.ctx.now()
+        found = await self.run(
+            summary, self.ctx.store, name, groups, now, self.is_admin, self.ctx.contact
         )
+        self.write_json(found)
 
 
 class UsageHandler(BaseHandler):
@@ -231,7 +237,7 @@ class EventsHandler(BaseHandler):
         since_text = self.get_query_argument("since", None)
         since = parse_since(since_text, self.ctx.now()) if since_text else None
         events = await self.run(self.ctx.store.events, user, since)
-        self.write_json({"events": [row_json(e) for e in events]})
+        self.write_json({"events": [disclose(e, admin=self.is_admin) for e in events]})
 
 
 class FlagHandler(BaseHandler):
@@ -246,7 +252,7 @@ class FlagHandler(BaseHandler):
         if not isinstance(block_gpu, bool):
             raise ApiError(400, "block_gpu must be true or false")
         flag = await self.run(self.ctx.store.flag, name, reason, block_gpu, self.ctx.now())
-        self.write_json(row_json(flag))
+        self.write_json(disclose(flag, admin=True, contact=self.ctx.contact))
 
     async def delete(self, name: str) -> None:
         self.require_admin()
@@ -277,17 +283,19 @@ def make_app(
     prefix: str,
     clock: Clock | None = None,
     lookup_user: UserLookup | None = None,
+    contact: str = DEFAULT_CONTACT,
 ) -> web.Application:
     """The service's tornado app; routes under ``{prefix}api/``.
 
     ``lookup_user`` returns a user's hub model or ``None`` (``hub_api.HubUsers.get``);
-    by default it asks the hub with the service's own token.
+    by default it asks the hub with the service's own token. ``contact``: whom a
+    flagged user is told to contact.
     """
     if lookup_user is None:
         from kernelhub.quotas.hub_api import HubUsers
 
         lookup_user = HubUsers(hub_auth.api_url, hub_auth.api_token).get
-    ctx = Context(store, hub_auth, lookup_user, clock or SystemClock())
+    ctx = Context(store, hub_auth, lookup_user, clock or SystemClock(), contact)
     api = f"{prefix.rstrip('/')}/api"
     name = r"([^/]+)"
     routes: list[tuple[str, type[BaseHandler]]] = [

@@ -5,7 +5,6 @@ Every parsing mistake is an ``ApiError`` (HTTP 4xx) whose message names the fiel
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from datetime import date, datetime, timedelta
@@ -13,6 +12,7 @@ from typing import Any
 
 from tornado import web
 
+from kernelhub.quotas.disclosure import DEFAULT_CONTACT, disclose
 from kernelhub.quotas.policy import LIMIT_FIELDS, UNLIMITED, WEEK_DAYS, Rule, Scope, midnight
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.usage import read_usage
@@ -32,12 +32,22 @@ class ApiError(web.HTTPError):
         self.message = message
 
 
-def summary(store: QuotaStore, user: str, groups: list[str], now: datetime) -> dict[str, Any]:
-    """Usage, limits, what is left and when it comes back: one user's quota at a glance."""
+def summary(
+    store: QuotaStore,
+    user: str,
+    groups: list[str],
+    now: datetime,
+    admin: bool = False,
+    contact: str = DEFAULT_CONTACT,
+) -> dict[str, Any]:
+    """Usage, limits, what is left and when it comes back: one user's quota at a glance.
+
+    The flag as ``disclose`` shows it: its reason only to an ``admin``.
+    """
     usage = read_usage(store, user, groups, now)
     today, limits, rules, flag = now.date(), usage.limits, usage.rules, usage.flag
     day_hours, week_hours = usage.day_gpu_seconds / 3600, usage.week_gpu_seconds / 3600
-    refusal = usage.spawn_refusal(running_count=0, requested_gpus=1)
+    refusal = usage.spawn_refusal(running_count=0, requested_gpus=1, contact=contact)
     left = {
         "day": _left(limits.gpu_hours_day, day_hours),
         "week": _left(limits.gpu_hours_week, week_hours),
@@ -68,7 +78,7 @@ def summary(store: QuotaStore, user: str, groups: list[str], now: datetime) -> d
             "message": refusal.message,
             "resets_at": refusal.resets_at.isoformat() if refusal.resets_at else None,
         },
-        "flag": row_json(flag) if flag else None,
+        "flag": disclose(flag, admin=admin, contact=contact) if flag else None,
         "rules": {
             "default": rule_json(rules.default) if rules.default else None,
             "groups": [rule_json(r) for r in rules.groups],
@@ -163,14 +173,3 @@ def rule_json(rule: Rule) -> dict[str, Any]:
 
 def describe(scope: Scope, subject: str) -> str:
     return "the default" if scope == "default" else f"{scope} {subject!r}"
-
-
-def row_json(row: Any) -> dict[str, Any]:
-    """An event or flag row as JSON: ``user`` for ``username``, ISO times, no ``id``."""
-    body = {}
-    for field in dataclasses.fields(row):
-        value = getattr(row, field.name)
-        name = "user" if field.name == "username" else field.name
-        body[name] = value.isoformat() if isinstance(value, date) else value
-    body.pop("id", None)
-    return body

@@ -7,14 +7,15 @@ runtime), then applies the session-age and idle rules: a warning first where the
 rule gives one, then a stop through the hub's REST API (servers only: the user's
 drive is never touched).
 
-Blocking work (``/proc``, the store, Docker) runs through ``run_blocking``.
+Blocking work (``/proc``, the store, Docker) and the mining detector's (matching
+signatures on users' command lines) run through ``run_blocking``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +41,7 @@ from kernelhub.quotas.hub_api import HubApiError, ServerInfo
 from kernelhub.quotas.metrics import QuotaMetrics
 from kernelhub.quotas.policy import Limits, Rule, Verdict
 from kernelhub.quotas.policy import session_verdict as session_rule
-from kernelhub.quotas.ports import Detector, HubClient, Scanner
+from kernelhub.quotas.ports import Decision, Detector, HubClient, Scanner
 from kernelhub.quotas.runtime_view import GpuIndex, Runtime, local_roots, observation
 from kernelhub.quotas.runtimes import ProcessScanner, RuntimeUsage
 from kernelhub.quotas.store import QuotaStore
@@ -141,10 +142,17 @@ class QuotaDaemon:
         kernels = await self.kernels.read(self.hub, asked, self.clock.now())
         for runtime in asked:
             runtime.kernels = kernels.get(runtime.key)
-        for (runtime, limits), maybe_idle in zip(judged, near, strict=True):
+        decisions: Sequence[Decision | None] = [None] * len(runtimes)
+        if detector is not None:
+            # CPU work on what users write (their command lines): off the event loop, which
+            # quotas, culling and every other runtime share. One hop per cycle; only this
+            # cycle uses the detector (forget() ran before), so it needs no lock
+            seen = [(r, tracks[r.key].cpu_fraction) for r in runtimes]
+            decisions = await run_blocking(_observe_all, detector, seen, now)
+        for (runtime, limits), maybe_idle, decision in zip(judged, near, decisions, strict=True):
             track = tracks[runtime.key]
-            if detector is not None:
-                await self._detect(detector, runtime, now, report)
+            if decision is not None:
+                await self._detected(decision, runtime, report)
             # the idle rule's second pass, with the kernel state just asked
             verdict = idle(runtime, track, limits, now) if maybe_idle else None
             if verdict is not None or not young(runtime, track, limits, now):
@@ -330,11 +338,9 @@ class QuotaDaemon:
 
     # --- the mining detector ---
 
-    async def _detect(
-        self, detector: Detector, runtime: Runtime, now: datetime, report: CycleReport
-    ) -> None:
+    async def _detected(self, decision: Decision, runtime: Runtime, report: CycleReport) -> None:
+        """Stop and flag a runtime the detector flagged."""
         track = self._tracks[runtime.key]
-        decision = detector.observe(observation(runtime, now, track.cpu_fraction))
         if not decision.flagged or track.stopping:
             return
         explanation = decision.explain()
@@ -343,3 +349,11 @@ class QuotaDaemon:
         details = {**decision.to_dict(), "explanation": explanation}
         await self.stop(runtime, "mining-like", message, details, report)
         await run_blocking(self.store.flag, runtime.server.user, explanation, True)
+
+
+def _observe_all(
+    detector: Detector, runtimes: list[tuple[Runtime, float | None]], now: datetime
+) -> list[Decision]:
+    """The detector's decision on each runtime (with its CPU use since the last scan):
+    blocking, run through ``run_blocking``."""
+    return [detector.observe(observation(r, now, cpu)) for r, cpu in runtimes]

@@ -206,7 +206,9 @@ def check_spawn(
     ``usage_week_gpu_seconds`` holds (UTC day, GPU-seconds) buckets; days outside
     the rolling week are ignored, the rest tell when usage leaves the window.
     ``gpus_in_use`` counts GPUs the user's running runtimes hold (``max_gpus``
-    bounds the total); ``gpu_blocked`` is the reason of a flag that blocks GPUs.
+    bounds the total); ``gpu_blocked``, when a flag blocks the user's GPUs, is what the
+    user is told about it (``disclosure.disclose``: never the flag's reason, which holds
+    the detector's explanation).
     CPU-only spawns are never refused for GPU reasons.
     """
     if limits.max_concurrent is not None and running_count >= limits.max_concurrent:
@@ -214,11 +216,7 @@ def check_spawn(
     if requested_gpus <= 0:
         return None
     if gpu_blocked is not None:
-        return Refusal(
-            "gpu-blocked",
-            f"GPU runtimes are blocked for your account ({gpu_blocked}); ask an administrator",
-            {"flag_reason": gpu_blocked},
-        )
+        return Refusal("gpu-blocked", gpu_blocked, {})
     if limits.max_gpus is not None and gpus_in_use + requested_gpus > limits.max_gpus:
         details = {"requested": requested_gpus, "in_use": gpus_in_use, "limit": limits.max_gpus}
         limit_text = f"{limits.max_gpus} {_plural(limits.max_gpus, 'GPU')}"

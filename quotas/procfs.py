@@ -8,15 +8,20 @@ import os
 TCP_ESTABLISHED = "01"
 
 
-def read_bytes(path: str) -> bytes:
+def read_bytes(path: str, limit: int | None = None) -> bytes:
+    """The file's bytes (its first ``limit`` where given); b"" where it cannot be read."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return b""
     try:
         chunks = []
-        while chunk := os.read(fd, 65536):
+        want = 65536 if limit is None else min(65536, limit)
+        while want > 0 and (chunk := os.read(fd, want)):
             chunks.append(chunk)
+            if limit is not None:
+                limit -= len(chunk)
+                want = min(65536, limit)
         return b"".join(chunks)
     except OSError:
         return b""
@@ -24,8 +29,8 @@ def read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
-def read_text(path: str) -> str:
-    return read_bytes(path).decode(errors="replace")
+def read_text(path: str, limit: int | None = None) -> str:
+    return read_bytes(path, limit).decode(errors="replace")
 
 
 def readlink(path: str) -> str:

@@ -54,6 +54,11 @@ RECHECK_CYCLES = 120
 # the mining detector judges connections over minutes
 CONNECTIONS_EVERY = 5
 MAX_STAT_FDS = 4096  # open stat descriptors kept (a quarter of RLIMIT_NOFILE at most)
+# A command line is read up to this many bytes: its user writes it (megabytes of arguments
+# are allowed), and the daemon keeps it, matches it against the mining signatures and
+# stores it with a decision; a miner's options come first, and padding that pushes them
+# past the cut hides them from the command-line signatures only, not from the others.
+MAX_CMDLINE_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,8 @@ class ProcessScanner:
         if not known.described:
             known.described = True
             known.name = fields[0].decode(errors="replace")
-            known.cmdline = _read(base + "/cmdline").replace("\0", " ").strip()
+            cmdline = _read(base + "/cmdline", MAX_CMDLINE_BYTES)
+            known.cmdline = cmdline.replace("\0", " ").strip()
             known.netns = _readlink(base + "/ns/net")
         if pid not in self._fds and len(self._fds) < self._max_fds:
             with contextlib.suppress(OSError):  # its stat, each scan: one open fd

@@ -26,6 +26,7 @@ from kernelhub.contract import QUOTA_DB_ENV
 from kernelhub.quotas.api import make_app
 from kernelhub.quotas.clock import SystemClock
 from kernelhub.quotas.daemon import DEFAULT_INTERVAL, DEFAULT_PROCESS_INTERVAL, QuotaDaemon
+from kernelhub.quotas.disclosure import DEFAULT_CONTACT, default_contact
 from kernelhub.quotas.hub_api import HubApi
 from kernelhub.quotas.metrics import CONTENT_TYPE_LATEST, QuotaMetrics
 from kernelhub.quotas.policy import Rule
@@ -122,6 +123,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="serve /metrics without a token (it names users and their GPU use); by default "
         "a hub token with read:metrics is required, as for the hub's own /hub/metrics",
     )
+    parser.add_argument(
+        "--contact",
+        default=default_contact(),
+        help="whom a flagged user is told to contact (default: $KERNELHUB_QUOTA_CONTACT, "
+        f"else {DEFAULT_CONTACT!r}); users never see a flag's reason, only admins do",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     if not args.db_url:
@@ -130,6 +137,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("--interval must be > 0")
     if args.process_interval <= 0:
         parser.error("--process-interval must be > 0")
+    args.contact = args.contact.strip()
+    if not args.contact:
+        parser.error("--contact must name someone, e.g. 'the GPU team (gpu-help@example.org)'")
     return args
 
 
@@ -166,6 +176,7 @@ def make_web_app(
     api_url: str,
     token: str,
     metrics_public: bool = False,
+    contact: str = DEFAULT_CONTACT,
 ) -> web.Application:
     """The quota REST API (``kernelhub.quotas.api``) with ``/metrics`` beside it."""
     from jupyterhub.services.auth import HubAuth
@@ -175,7 +186,7 @@ def make_web_app(
     handlers: list[Any] = [(r"/metrics", MetricsHandler, options)]
     if prefix.rstrip("/"):
         handlers.append((prefix.rstrip("/") + "/metrics", MetricsHandler, options))
-    app = make_app(store, hub_auth, prefix)
+    app = make_app(store, hub_auth, prefix, contact=contact)
     # after the API's routes; its catch-all 404 only answers what no rule matches
     app.wildcard_router.add_rules(handlers)
     return app
@@ -215,7 +226,7 @@ async def serve(args: argparse.Namespace) -> None:
         default_limits=default_rule(args),
         detector=make_detector() if args.mining_detector else None,
     )
-    app = make_web_app(store, metrics, prefix, api_url, token, args.metrics_public)
+    app = make_web_app(store, metrics, prefix, api_url, token, args.metrics_public, args.contact)
     server = app.listen(service_url.port or 0, address=service_url.hostname or "127.0.0.1")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,5 +1,13 @@
 """The mining detector's signatures: process names, command-line patterns, pool ports,
-read from ``mining_signatures.toml`` (re-exported by ``kernelhub.quotas.detector``)."""
+read from ``mining_signatures.toml`` (re-exported by ``kernelhub.quotas.detector``).
+
+A command line is its user's to write (up to megabytes of arguments), and the daemon
+matches it on behalf of every runtime, so matching must take time linear in what is
+matched: the line is cut to ``MAX_CMDLINE_CHARS``, each argument to
+``MAX_ARGUMENT_CHARS``, every pattern is anchored at an argument (``match``, never
+``search`` over the line), and a pattern that could backtrack super-linearly is refused
+when the file is loaded (``linear_time_problem``).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from re import _parser as sre  # type: ignore[attr-defined]  # the stdlib's regex parser
 from typing import Any, NamedTuple
 
 SIGNATURES_FILE = "mining_signatures.toml"
+# What of a command line is matched: a miner's options come first, and a user who pads
+# the line only hides them from these patterns, never from the GPU, CPU and pool signals.
+MAX_CMDLINE_CHARS = 4096
+MAX_ARGUMENT_CHARS = 256  # of each argument (a Stratum URL with a wallet is ~150)
+# A {m,n} repeat with n up to this costs a constant; above it, it counts as unbounded.
+MAX_BOUNDED_REPEAT = 16
+_ONE_CHARACTER = {sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN}
+_REPEATS = {sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT}
 
 
 class ProcessInfo(NamedTuple):
@@ -56,15 +73,94 @@ class Signatures:
     def match_process(self, process: ProcessInfo) -> list[tuple[str, float]]:
         """(why, weight) for each signature the process matches."""
         hits: list[tuple[str, float]] = []
-        argv0 = os.path.basename((process.cmdline.split() or [""])[0])
-        for candidate in dict.fromkeys(c for c in (process.name, argv0) if c):
+        args = arguments(process.cmdline)
+        windows = match_windows(args)
+        argv0 = os.path.basename(args[0]) if args else ""
+        name = process.name[:MAX_ARGUMENT_CHARS]
+        for candidate in dict.fromkeys(c for c in (name, argv0) if c):
             if found := self._name_re.fullmatch(candidate):
                 category = self.names[found.group("name").lower()]
                 hits.append((f"name {candidate!r} is a known {category}", self.name_weight))
         for p in self.cmdline:
-            if found := p.regex.search(process.cmdline):
+            if found := next(filter(None, map(p.regex.match, windows)), None):
                 hits.append((f"cmdline has {p.meaning} ({found.group(0).strip()!r})", p.weight))
         return hits
+
+
+def arguments(cmdline: str) -> list[str]:
+    """The command line's arguments as the patterns see them: its first MAX_CMDLINE_CHARS,
+    split at whitespace, each argument cut to MAX_ARGUMENT_CHARS."""
+    return [a[:MAX_ARGUMENT_CHARS] for a in cmdline[:MAX_CMDLINE_CHARS].split()]
+
+
+def match_windows(args: list[str]) -> list[str]:
+    """Where a pattern is matched (anchored at the start): each argument, and the text after
+    its first ``=``, each followed by one space and the next argument, so that ``-o
+    host:port``, ``--url=host:port`` and the ``host:port`` itself are each one window. A
+    character is in at most three windows: the work is linear in the command line."""
+    windows = []
+    for i, arg in enumerate(args):
+        tail = f" {args[i + 1]}" if i + 1 < len(args) else ""
+        windows.append(arg + tail)
+        _, eq, value = arg.partition("=")
+        if eq and value:
+            windows.append(value + tail)
+    return windows
+
+
+def linear_time_problem(pattern: str) -> str | None:
+    """Why matching ``pattern`` at the start of a text could take more than linear time in
+    the text's length (None where it cannot), for Python's backtracking engine.
+
+    Allowed: literals, classes, anchors, alternatives, groups, ``?`` on anything, and
+    repeats of one character or class (``\\S*``, ``[0-9]{2,5}``). Along any way through the
+    pattern at most one repeat without a small bound (``*``, ``+``, ``{n,}``) may backtrack,
+    and nothing unbounded may come after it: the engine retries what follows at each of its
+    lengths. Possessive repeats (``*+``, ``++``) and atomic groups (``(?>...)``) do not
+    backtrack. Backreferences and lookarounds are refused outright."""
+    try:
+        _linear(sre.parse(pattern, re.I), after_backtracking=False)
+    except _Superlinear as e:
+        return str(e)
+    return None
+
+
+class _Superlinear(Exception):
+    pass
+
+
+def _linear(items: Any, after_backtracking: bool) -> bool:
+    """Walks a parsed pattern in order; raises _Superlinear; answers whether a repeat that
+    can backtrack without bound precedes the end of ``items`` (on some way through them)."""
+    for op, arg in items:
+        if op in (sre.GROUPREF, sre.GROUPREF_EXISTS):
+            raise _Superlinear("backreferences are not allowed")
+        if op in (sre.ASSERT, sre.ASSERT_NOT):
+            raise _Superlinear("lookarounds ((?=, (?!, (?<=, (?<!) are not allowed")
+        if op is sre.SUBPATTERN:
+            after_backtracking = _linear(arg[3], after_backtracking)
+        elif op is sre.BRANCH:
+            after_backtracking = any([_linear(b, after_backtracking) for b in arg[1]])
+        elif op is sre.ATOMIC_GROUP:
+            _linear(arg, after_backtracking)  # once matched, never retried from outside
+        elif op in _REPEATS:
+            _, high, body = arg
+            if high <= 1:  # x? on anything: one more way through (past the body, or not)
+                after_backtracking = _linear(body, after_backtracking)
+                continue
+            if len(body) != 1 or body[0][0] not in _ONE_CHARACTER:
+                raise _Superlinear(
+                    "only one character or class may be repeated (write [ab]+, not (a|b)+, "
+                    "(ab)+ or (a+)+)"
+                )
+            if high > MAX_BOUNDED_REPEAT:
+                if after_backtracking:
+                    raise _Superlinear(
+                        "an unbounded repeat comes after one that can backtrack (quadratic "
+                        "time): make the earlier one possessive (*+, ++) or atomic ((?>...))"
+                    )
+                after_backtracking = op is not sre.POSSESSIVE_REPEAT
+    return after_backtracking
 
 
 def parse_signatures(text: str, source: str = SIGNATURES_FILE) -> Signatures:
@@ -105,6 +201,8 @@ def parse_signatures(text: str, source: str = SIGNATURES_FILE) -> Signatures:
             regex = re.compile(entry["pattern"], re.I)
         except re.error as e:
             raise SignatureError(f"{source}: {where}.pattern: not a valid regex ({e})") from None
+        problem = linear_time_problem(entry["pattern"])
+        check(problem is None, f"{where}.pattern", f"{problem}, in {entry['pattern']!r}")
         meaning = entry.get("meaning")
         check(isinstance(meaning, str) and bool(meaning), f"{where}.meaning", "missing")
         cmdline.append(CmdlinePattern(regex, weight(entry, where), meaning))

@@ -4,7 +4,8 @@ The hub's spawn check (``kernelhub.quotagate.gate``), its home page notices
 (``kernelhub.quotagate.notices``) and the quota API's summary (``api_model.summary``,
 what `kernelhub quota show` prints) all read through ``read_usage``: a spawn refused
 for GPU hours or for a GPU block, the home page and the API cannot disagree about
-what was used, the limits or the flag. It only reads, so the hub's read-only store
+what was used, the limits or the flag (of which users read only what
+``disclosure.disclose`` shows them). It only reads, so the hub's read-only store
 serves, and it imports nothing of the daemon.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from kernelhub.quotas.disclosure import DEFAULT_CONTACT, disclose
 from kernelhub.quotas.policy import Limits, Refusal, check_spawn, effective_limits, utc, week_start
 from kernelhub.quotas.store import Flag, QuotaStore, RuleSet, Usage
 
@@ -53,9 +55,9 @@ class UsageSummary:
         return sum(self.gpu_seconds_by_day.values())
 
     @property
-    def gpu_blocked(self) -> str | None:
-        """The reason of the flag that blocks the user's GPU runtimes, if one stands."""
-        return self.flag.reason if self.flag is not None and self.flag.block_gpu else None
+    def gpu_blocked(self) -> bool:
+        """Whether a flag blocks the user's GPU runtimes."""
+        return self.flag is not None and self.flag.block_gpu
 
     def by_runtime_type(self) -> dict[str, dict[str, float]]:
         """The week's hours (``USAGE_KEYS``) per runtime type, as the rows round them."""
@@ -68,9 +70,20 @@ class UsageSummary:
         return by_type
 
     def spawn_refusal(
-        self, running_count: int, requested_gpus: int, gpus_in_use: int = 0
+        self,
+        running_count: int,
+        requested_gpus: int,
+        gpus_in_use: int = 0,
+        contact: str = DEFAULT_CONTACT,
     ) -> Refusal | None:
-        """``policy.check_spawn`` on this usage: why a spawn may not start, if it may not."""
+        """``policy.check_spawn`` on this usage: why a spawn may not start, if it may not.
+
+        A GPU block is refused with what its user may read of the flag (``disclose``):
+        since when and whom to contact, never the flag's reason.
+        """
+        blocked = None
+        if self.flag is not None and self.flag.block_gpu:
+            blocked = disclose(self.flag, admin=False, contact=contact)["message"]
         return check_spawn(
             self.limits,
             self.day_gpu_seconds,
@@ -79,7 +92,7 @@ class UsageSummary:
             requested_gpus,
             self.now,
             gpus_in_use=gpus_in_use,
-            gpu_blocked=self.gpu_blocked,
+            gpu_blocked=blocked,
         )
 
 

@@ -32,6 +32,8 @@ c.JupyterHub.load_roles = [
     {{"name": {name!r}, "scopes": ["list:users", "read:users"], "services": [{name!r}]}},
 ]
 """
+# whom the service tells flagged users to contact (the daemon's --contact)
+CONTACT = "the GPU team (gpu-help@example.org)"
 
 
 @dataclass
@@ -39,6 +41,7 @@ class QuotaService:
     hub: HubProcess
     store: QuotaStore
     admin_token: str
+    contact: str = CONTACT
 
     @property
     def api_url(self) -> str:
@@ -68,7 +71,7 @@ class ServiceThread:
 
     async def _serve(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        app = make_app(self.store, self.hub_auth, SERVICE_PREFIX)
+        app = make_app(self.store, self.hub_auth, SERVICE_PREFIX, contact=CONTACT)
         server = app.listen(self.port, "127.0.0.1")
         self._ready.set()
         await self._stop.wait()

@@ -412,13 +412,39 @@ def test_a_new_first_password_is_shown_once_on_a_terminal(tmp_path: Path) -> Non
     os.close(child_end)
     try:
         shown = read_until(terminal, b"password: ", b"\n", timeout=60)
+        # Ctrl-C once it serves: a hub interrupted mid-start may not stop at once, and
+        # its terminal keeps being read so that no write of it can block
+        drain_until(terminal, lambda: hub_answers(port), timeout=60)
     finally:
         proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        drain_until(terminal, lambda: proc.poll() is not None, timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
         os.close(terminal)
     same = shown == first_password(data_dir)
     assert same, "the terminal showed another password than the one kept"
     assert_not_in(shown, (tmp_path / "stderr.log").read_text(), "stderr (the log)")
+
+
+def hub_answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/hub/api/", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def drain_until(fd: int, done: Callable[[], bool], timeout: float) -> None:
+    """Read (and drop) what a terminal shows until ``done()`` or ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if ready:
+            try:
+                if not os.read(fd, 4096):
+                    return
+            except OSError:  # the child closed the terminal
+                return
 
 
 def read_until(fd: int, marker: bytes, end: bytes, timeout: float) -> str:

@@ -232,6 +232,84 @@ def test_events_and_flags(quota_service: QuotaService, username: str, user_token
         assert_error(admin.delete(f"users/{username}/flag"), 404, "not flagged")
 
 
+# what the mining detector writes: the explanation as the flag's reason, the decision as
+# the stop's details. Told to the user, it would show a miner which signals to avoid.
+EXPLANATION = (
+    "Runtime 'x/' at 2026-11-27T15:00:00Z: mining-like, score 1.40 (>= 1.00 to flag). "
+    "Signals: pool_port (+0.60): connected to 203.0.113.7:14444; "
+    "miner_process (+0.80): xmrig --donate-level 1"
+)
+DETAILS = {
+    "verdict": "mining-like",
+    "score": 1.4,
+    "threshold": 1.0,
+    "signals": [{"name": "pool_port", "weight": 0.6, "summary": "203.0.113.7:14444"}],
+    "explanation": EXPLANATION,
+    "stopped_by_hub": True,
+}
+MINING_STOP = "your runtime was stopped: it behaved like cryptocurrency mining"
+# (not the port or score: a timestamp's microseconds may hold those digits)
+SECRETS = ("pool_port", "203.0.113.7", "xmrig", "donate-level", "threshold", "signals", "score")
+FLAGGED_AT = datetime(2026, 11, 27, 15, 0, 30, tzinfo=UTC)
+
+# reader, where the summary is read, the events query, and whether the explanation shows
+VIEWS = [
+    ("user", "user", {}, False),
+    ("user", "users/{name}", {"user": "{name}"}, False),
+    ("admin", "users/{name}", {"user": "{name}"}, True),
+]
+
+
+@pytest.mark.parametrize(
+    ("reader", "path", "query", "explained"), VIEWS, ids=[f"{v[0]}-{v[1]}" for v in VIEWS]
+)
+def test_only_admins_read_a_flags_explanation(
+    quota_service: QuotaService,
+    username: str,
+    user_token: str,
+    reader: str,
+    path: str,
+    query: dict[str, str],
+    explained: bool,
+) -> None:
+    """A flagged user reads that they are flagged, since when, what it blocks and whom
+    to contact; the flag's reason and the stop's details (signals, values, thresholds,
+    pool addresses, process names) only an admin reads. The schema is the same."""
+    store = quota_service.store
+    store.record_event(username, "", "gpu", "stop", "mining-like", MINING_STOP, DETAILS)
+    store.flag(username, EXPLANATION, block_gpu=True, at=FLAGGED_AT)
+    token = user_token if reader == "user" else quota_service.admin_token
+    with quota_service.api(token) as api:
+        summary = api.get(path.format(name=username))
+        events = api.get("events", params={k: v.format(name=username) for k, v in query.items()})
+    assert summary.status_code == 200 and events.status_code == 200, summary.text + events.text
+
+    flag, (event,) = summary.json()["flag"], events.json()["events"]
+    if explained:
+        assert flag["reason"] == EXPLANATION and event["details"] == DETAILS
+    else:
+        assert flag["reason"] is None and event["details"] is None
+        for answer in (summary.text, events.text):
+            assert not [s for s in SECRETS if s in answer], answer
+    # the rest, and the schema, are the same for both
+    assert set(flag) == {"user", "flagged_at", "block_gpu", "reason", "message", "contact"}
+    assert (flag["user"], flag["block_gpu"]) == (username, True)
+    assert flag["flagged_at"] == FLAGGED_AT.isoformat()
+    assert flag["message"] == (
+        "GPU runtimes are blocked for your account (flagged for review on 2026-11-27 15:00 UTC); "
+        "an administrator will review it. CPU runtimes are not affected. "
+        f"To ask about it, contact {quota_service.contact}."
+    )
+    assert flag["contact"] == quota_service.contact
+    # a GPU spawn would be refused with the same words as the hub's spawn check uses
+    assert summary.json()["gpu_refusal"]["message"] == flag["message"]
+    assert set(event) == {
+        "time", "user", "server", "runtime_type", "kind", "reason", "message", "details"
+    }  # fmt: skip
+    assert (event["kind"], event["reason"]) == ("stop", "mining-like")
+    assert event["message"] == MINING_STOP  # what the user was told
+
+
 def test_unknown_endpoint_and_method_are_json(quota_service: QuotaService) -> None:
     with quota_service.admin() as admin:
         assert_error(admin.get("nope"), 404, "no such endpoint")

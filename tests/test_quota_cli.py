@@ -105,8 +105,14 @@ def test_admin_flags_resets_and_reads_events(
 
     flagged = admin_cli(quota_service, "flag", username, "--reason", "crypto mining", "--block-gpu")
     assert flagged.returncode == 0 and "GPU blocked" in flagged.stdout
+    # the user reads that they are flagged and whom to contact; the reason only admins read
     shown = quota_cli(quota_service, user_token, "show")
-    assert "FLAGGED" in shown.stdout and "crypto mining" in shown.stdout
+    assert "FLAGGED" in shown.stdout and quota_service.contact in shown.stdout
+    assert "crypto mining" not in shown.stdout and "reason" not in shown.stdout
+    as_user = json.loads(quota_cli(quota_service, user_token, "show", "--json").stdout)
+    assert as_user["flag"]["reason"] is None and as_user["flag"]["block_gpu"] is True
+    as_admin = admin_cli(quota_service, "show", username)
+    assert "reason (administrators only): crypto mining" in as_admin.stdout
     assert admin_cli(quota_service, "unflag", username).returncode == 0
     assert_one_line_error(admin_cli(quota_service, "unflag", username), ["not flagged"])
 

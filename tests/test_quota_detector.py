@@ -3,8 +3,10 @@ file, and the evaluation over the labelled runtimes of tests/data/labels.json.""
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +24,10 @@ from kernelhub.quotas.detector import (
 )
 from kernelhub.quotas.evaluate import LabelsError, evaluate, load_cases, main
 from kernelhub.quotas.signatures import (
+    MAX_CMDLINE_CHARS,
     ProcessInfo,
     SignatureError,
+    linear_time_problem,
     load_signatures,
     parse_signatures,
 )
@@ -291,6 +295,14 @@ def test_runtimes_have_separate_windows_and_time_must_not_go_back():
         ("python", "python cgminer_notes.py", None),
         ("python", "python train.py -o pool.csv", None),
         ("sha256sum", "hashdeep --algorithm sha256 file", None),
+        # an option's value after "=" is matched as if it were its own argument
+        ("worker", "worker --url=stratum+tcp://eu.pool.example:3333", 1.0),
+        ("worker", "worker --url=eu.somepool.org:4444 -u wallet", 0.5),
+        ("worker", "worker --algo=kawpow", 1.0),
+        ("worker", "worker --donate-level 1", 1.0),
+        ("worker", "worker -o tcp://a.b.pool.c.poold:3333", 0.5),
+        ("python", "python train.py -o poolpool.csv --seed 3", None),
+        ("python", "python notes.py stratum-tcp-notes.md", None),
     ],
 )
 def test_signatures_match_names_and_command_lines(name, cmdline, weight):
@@ -351,6 +363,132 @@ def test_a_signature_file_is_loaded_from_a_path(tmp_path):
     path.write_text("version = ", encoding="utf-8")
     with pytest.raises(SignatureError, match=f"^{path}: not valid TOML"):
         load_signatures(path)
+
+
+# --- a command line is its user's to write: matching stays linear (the ReDoS case) ---
+
+MIB = 1 << 20
+# the shipped pool-host pattern until the security review: two overlapping [^\s/:]*
+# around "pool" retry every "pool" of a long host, each to the host's end: quadratic
+OLD_POOL_HOST = r"(^|\s)(-o|--url)(=|\s+)([a-z0-9+]+://)?[^\s/:]*pool[^\s/:]*:[0-9]{2,5}"
+MINER_FIRST = "worker -o stratum+tcp://eu.pool.example:3333 -u 44AFFq5kSiGBoZ --donate-level 1 "
+MATCHING_BUDGET_S = 0.05  # of one cycle of the detector's matching
+JUST_INSIDE = "x " * ((MAX_CMDLINE_CHARS - len(MINER_FIRST)) // 2) + MINER_FIRST
+
+
+@pytest.mark.parametrize(
+    ("case", "cmdline", "weight"),
+    [
+        ("one host of 'pool' x 262144 after -o", "worker -o " + "pool" * (MIB // 4), None),
+        ("4000 '-o poolpool…' arguments", ("-o " + "pool" * 64 + " ") * (MIB // 260), None),
+        ("one argument of 1 MiB", "x" * MIB, None),
+        ("-a, then 1 MiB of blanks (empty arguments)", "worker -a" + " " * MIB, None),
+        ("'--url=' x 174762", "--url=" * (MIB // 6), None),
+        ("a miner's options, then 1 MiB of padding", MINER_FIRST + "x " * (MIB // 2), 1.0),
+        ("1 MiB of padding, then a miner's options", "x " * (MIB // 2) + MINER_FIRST, None),
+        ("padding, a miner's options within the cut, padding", JUST_INSIDE + "x " * MIB, 1.0),
+    ],
+)
+def test_a_one_mib_command_line_is_judged_within_budget(case, cmdline, weight):
+    """Only the first MAX_CMDLINE_CHARS are read: a miner's options, which come first,
+    are still seen; padding hides them from these patterns (not from the GPU, CPU and
+    pool signals)."""
+    process = ProcessInfo(1, "worker", cmdline)
+    began = time.perf_counter()
+    decision = MiningDetector().observe(observation(0, processes=[process]))
+    took = time.perf_counter() - began
+    assert took < MATCHING_BUDGET_S, f"{case}: {took * 1000:.1f} ms"
+    assert (decision.score or None) == weight, decision.explain()
+
+
+def test_the_old_pool_pattern_was_quadratic_and_the_new_matching_is_not():
+    """The old pattern, searched over the whole line, on a host of "pool"s after -o: twice
+    the length takes about four times as long (8 KiB: ~55 ms here, so 1 MiB: ~15 min, on
+    the daemon's event loop). The signatures now refuse it; the whole 1 MiB line is
+    matched faster than the old pattern took for 8 KiB."""
+
+    def best_of_3(run):
+        times = []
+        for _ in range(3):
+            began = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - began)
+        return min(times)
+
+    old = re.compile(OLD_POOL_HOST, re.I)
+    small, double = ("worker -o " + "pool" * n for n in (1000, 2000))
+    old_small = best_of_3(lambda: old.search(small))
+    old_double = best_of_3(lambda: old.search(double))
+    signatures = load_signatures()
+    mib = ProcessInfo(1, "worker", "worker -o " + "pool" * (MIB // 4))
+    new_mib = best_of_3(lambda: signatures.match_process(mib))
+    timings = f"old {old_small * 1e3:.1f} ms at 4 KiB, {old_double * 1e3:.1f} ms at 8 KiB; "
+    timings += f"new {new_mib * 1e3:.2f} ms at 1 MiB"
+    assert old_double > 2.5 * old_small, timings  # super-linear (linear: 2)
+    assert new_mib * 5 < old_double, timings
+
+
+def test_one_cycle_of_crafted_command_lines_is_judged_within_budget():
+    lines = ["worker -o " + "pool" * (MIB // 4), ("-o " + "pool" * 64 + " ") * (MIB // 260)]
+    lines += ["x" * MIB, "--url=" * (MIB // 6), MINER_FIRST + "x " * (MIB // 2)]
+    processes = [ProcessInfo(pid, "worker", line) for pid, line in enumerate(lines)]
+    began = time.perf_counter()
+    decision = MiningDetector().observe(observation(0, processes=processes))
+    assert time.perf_counter() - began < MATCHING_BUDGET_S
+    assert decision.flagged and decision.signals[0].measured["processes"][0]["pid"] == 4
+
+
+def with_pattern(pattern):
+    """The shipped file with a fifth command-line pattern."""
+    return GOOD + f"\n[[cmdline]]\npattern = '{pattern}'\nweight = 0.5\nmeaning = \"a test\"\n"
+
+
+QUADRATIC = "an unbounded repeat comes after one that can backtrack (quadratic time)"
+ONE_CHARACTER = "only one character or class may be repeated"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        (OLD_POOL_HOST, QUADRATIC),  # the culprit
+        (r"-o\s\S*pool\S*:", QUADRATIC),
+        (r"\S*?stratum\S*x", QUADRATIC),  # lazy repeats backtrack too
+        (r"(\S*)?:[0-9]+", QUADRATIC),
+        (r"(a+)+$", ONE_CHARACTER),  # nested quantifiers: exponential
+        (r"(a|ab)*c", ONE_CHARACTER),  # overlapping alternatives, repeated
+        (r"(-o\s)+", ONE_CHARACTER),
+        (r"(\S+)=\1", "backreferences are not allowed"),
+        (r"(?=\S*pool)\S*:", "lookarounds ((?=, (?!, (?<=, (?<!) are not allowed"),
+    ],
+)
+def test_a_signature_file_with_a_catastrophic_pattern_is_refused_in_one_line(pattern, problem):
+    with pytest.raises(SignatureError) as caught:
+        parse_signatures(with_pattern(pattern), "sigs.toml")
+    message = str(caught.value)
+    assert message.startswith(f"sigs.toml: [[cmdline]] #5.pattern: {problem}"), message
+    assert message.endswith(f", in {pattern!r}") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"\S*stratum\+tcp://",  # one repeat that backtracks, then bounded items
+        r"[a-z0-9+]++://\S*",  # possessive repeats do not backtrack
+        r"(?>[^\s/:]*?pool)[^\s/:]*+:[0-9]{2,5}",  # nor do atomic groups
+        r"(-o|--url)(=|\s)([a-z]+)?",
+        r"x{0,16}y*",  # a small bound costs a constant
+    ],
+)
+def test_linear_patterns_are_accepted(pattern):
+    assert linear_time_problem(pattern) is None
+    assert parse_signatures(with_pattern(pattern), "sigs.toml").cmdline[4].weight == 0.5
+
+
+def test_the_shipped_patterns_and_the_name_pattern_are_linear():
+    signatures = load_signatures()
+    for p in signatures.cmdline:
+        assert linear_time_problem(p.regex.pattern) is None, p.regex.pattern
+    assert linear_time_problem(signatures._name_re.pattern) is None
 
 
 # --- the labels file and the evaluation script ---

@@ -26,9 +26,11 @@ from kernelhub.quotas.store import QuotaStore
 
 pytestmark = pytest.mark.slow
 
-CONFIG = """
+CONTACT = "the GPU team (gpu-help@example.org)"
+CONFIG = f"""
 c.GpuInventory.devices = ["0", "1"]
 c.RuntimeCatalog.max_running_runtimes_per_user = 3
+c.QuotaGate.contact = {CONTACT!r}
 """
 
 
@@ -110,18 +112,27 @@ def test_a_concurrency_rule_refuses_the_extra_runtime(
     assert "second" not in api.get(f"users/{username}").json()["servers"]
 
 
-def test_a_flag_that_blocks_gpus_refuses_gpu_spawns_only(
+def test_a_flag_that_blocks_gpus_refuses_gpu_spawns_only_and_keeps_its_reason_from_the_user(
     quota_hub: HubProcess, store: QuotaStore, api: httpx.Client, username: str
 ) -> None:
-    store.flag(username, "mining-like runtime stopped", block_gpu=True)
+    # the detector's explanation, as kernelhub-quotad stores it as the flag's reason
+    explanation = (
+        "Runtime 'x/' at 2026-11-27T15:00:00Z: mining-like, score 1.40 (>= 1.00 to flag). "
+        "Signals: pool_port (+0.60): connected to 203.0.113.7:14444"
+    )
+    flagged_at = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
+    store.flag(username, explanation, block_gpu=True, at=flagged_at)
 
     response = api.post(server_path(username, ""), json={"user_options": {"runtime": "gpu"}})
 
     assert response.status_code == 403
-    assert response.json()["message"] == (
-        "GPU runtimes are blocked for your account (mining-like runtime stopped); "
-        "ask an administrator"
+    message = response.json()["message"]
+    assert message == (
+        "GPU runtimes are blocked for your account (flagged for review on 2026-11-27 15:00 UTC); "
+        "an administrator will review it. CPU runtimes are not affected. "
+        f"To ask about it, contact {CONTACT}."
     )
+    assert not [s for s in ("pool_port", "203.0.113.7", "score", "Signals") if s in message]
     assert start_runtime(api, username, "", "cpu")["ready"]
 
 

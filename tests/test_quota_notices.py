@@ -24,7 +24,7 @@ from harness import (
 )
 
 from kernelhub.quotagate.notices import Notice, RunningServer, build_notices
-from kernelhub.quotas.store import QuotaStore
+from kernelhub.quotas.store import Flag, QuotaStore
 
 pytestmark = pytest.mark.slow
 
@@ -188,6 +188,26 @@ def test_a_gpu_block_is_shown_without_the_detectors_explanation(
     assert "an administrator will review it" in text
     assert "pool-port" not in text, "the detector's signals stay with administrators"
     assert "alert alert-danger" in response.text
+
+
+def test_the_gpu_block_notice_keeps_its_words_and_names_no_reason() -> None:
+    """build_notices on its own: the flag notice reads as it always did, the stored
+    reason (the detector's explanation) nowhere in it."""
+    flagged_at = datetime(2026, 11, 27, 15, 0, 30, tzinfo=UTC)
+    flag = Flag(
+        username="ann", flagged_at=flagged_at, reason="pool_port: 203.0.113.7", block_gpu=True
+    )
+
+    (notice,) = build_notices([], flag, {}, flagged_at + timedelta(hours=1))
+
+    assert (notice.kind, notice.time, notice.title) == ("flag", flagged_at, "GPU runtimes blocked")
+    assert notice.message == (
+        "GPU runtimes are blocked for your account (flagged for review on 2026-11-27 15:00 UTC); "
+        "an administrator will review it. CPU runtimes are not affected."
+    )
+    assert notice.to_json()["reason"] == ""
+    unblocked = Flag(username="ann", flagged_at=flagged_at, reason="a note", block_gpu=False)
+    assert build_notices([], unblocked, {}, flagged_at) == []
 
 
 def test_html_in_a_message_is_escaped(

@@ -263,11 +263,12 @@ def test_a_refusal_carries_what_was_used_the_limit_and_the_reset() -> None:
             "GPU limit reached: your runtimes hold 1 of 2 GPUs; "
             "stop a GPU runtime to start this one",
         ),
+        # what the user is told of the flag (disclosure.disclose), verbatim
         (
             0,
-            "mining",
+            "GPU runtimes are blocked for your account",
             "gpu-blocked",
-            "GPU runtimes are blocked for your account (mining); ask an administrator",
+            "GPU runtimes are blocked for your account",
         ),
     ],
 )

@@ -63,11 +63,14 @@ def test_the_spawn_check_and_the_quota_api_give_the_same_refusal(store: QuotaSto
 
 def test_only_a_flag_that_blocks_gpus_refuses_them(store: QuotaStore) -> None:
     store.flag("cy", "shared a token")
-    assert read_usage(store, "cy", [], NOW).gpu_blocked is None
+    assert read_usage(store, "cy", [], NOW).gpu_blocked is False
+    assert read_usage(store, "cy", [], NOW).spawn_refusal(0, 1) is None
     store.flag("cy", "mining-like runtime stopped", block_gpu=True)
 
     usage = read_usage(store, "cy", [], NOW)
 
-    assert usage.gpu_blocked == "mining-like runtime stopped"
-    refusal = usage.spawn_refusal(running_count=0, requested_gpus=1)
+    assert usage.gpu_blocked is True
+    refusal = usage.spawn_refusal(running_count=0, requested_gpus=1, contact="the GPU team")
     assert refusal is not None and refusal.reason == "gpu-blocked"
+    assert "contact the GPU team" in refusal.message
+    assert "mining-like runtime stopped" not in refusal.message, "the reason is for admins"

@@ -34,7 +34,13 @@ import pytest
 from kernelhub.contract import GPUS_LABEL, RUNTIME_TYPE_LABEL, SERVER_LABEL, USER_LABEL
 from kernelhub.quotas.hub_api import HubApi, ServerInfo
 from kernelhub.quotas.runtime_view import local_roots
-from kernelhub.quotas.runtimes import LocalRoot, Owner, ProcessScanner, RuntimeUsage
+from kernelhub.quotas.runtimes import (
+    MAX_CMDLINE_BYTES,
+    LocalRoot,
+    Owner,
+    ProcessScanner,
+    RuntimeUsage,
+)
 
 TICK = os.sysconf("SC_CLK_TCK")
 API_URL = "http://127.0.0.1:8081/hub/api"
@@ -231,6 +237,19 @@ def test_a_process_joins_its_runtime_when_its_parent_does(host: FakeProc) -> Non
     usages = scanner.scan(ROOTS)
 
     assert owner_of(usages, 105) == "alice/" and usages["alice/"].cpu_seconds == 83
+
+
+def test_a_command_line_is_read_up_to_its_cap(host: FakeProc) -> None:
+    """Its user writes it: 1 MiB of arguments is read as its first MAX_CMDLINE_BYTES,
+    where a miner's options are."""
+    miner = b"xmrig\0-o\0stratum+tcp://eu.pool.example:3333\0"
+    (host.root / "103" / "cmdline").write_bytes(miner + b"-o\0" + b"pool" * (1 << 18) + b"\0")
+
+    alice = scanner_of(host).scan(ROOTS)["alice/"]
+
+    (cmdline,) = [cmdline for pid, _, cmdline in alice.processes if pid == 103]
+    assert cmdline.startswith("xmrig -o stratum+tcp://eu.pool.example:3333 -o poolpool")
+    assert len(cmdline) == MAX_CMDLINE_BYTES
 
 
 # --- the roots, from the hub's server state -------------------------------------------------

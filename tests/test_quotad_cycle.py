@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,11 +82,12 @@ def store(tmp_path: Path) -> Iterator[QuotaStore]:
         yield opened
 
 
-def run_cycles(store: QuotaStore, owner: Owner, cycles: int) -> tuple[CountingScanner, list[Any]]:
-    clock = VirtualClock(START)
+def daemon_with(
+    store: QuotaStore, scanner: CountingScanner, detector: RecordingDetector, clock: VirtualClock
+) -> QuotaDaemon:
+    """ada's runtime, its processes read every 5 cycles of 1 s."""
     no_gpus = [TelemetrySample(START + t, ()).to_json_line() for t in range(60)]
-    scanner, detector = CountingScanner(owner), RecordingDetector()
-    daemon = QuotaDaemon(
+    return QuotaDaemon(
         store,
         ReplayTelemetry(no_gpus, clock, loop=True),
         OneServerHub(datetime.fromtimestamp(START, UTC) - timedelta(minutes=5)),
@@ -94,6 +97,12 @@ def run_cycles(store: QuotaStore, owner: Owner, cycles: int) -> tuple[CountingSc
         scanner=scanner,
         detector=detector,
     )
+
+
+def run_cycles(store: QuotaStore, owner: Owner, cycles: int) -> tuple[CountingScanner, list[Any]]:
+    clock = VirtualClock(START)
+    scanner, detector = CountingScanner(owner), RecordingDetector()
+    daemon = daemon_with(store, scanner, detector, clock)
 
     async def go() -> None:
         for _ in range(cycles):
@@ -127,6 +136,47 @@ def test_the_detector_sees_cpu_used_since_the_last_scan_against_the_limit(
 
     assert [o.cpu_fraction for o in seen] == [None, CPU_PER_SCAN / 5.0, CPU_PER_SCAN / 5.0]
     assert {o.cpu_cores for o in seen} == {expected_cores or float(os.cpu_count() or 1)}
+
+
+class SlowDetector(RecordingDetector):
+    """Takes 0.3 s of blocking work per runtime, as matching a pathological command line
+    would; notes how often the event loop ran a ticker meanwhile, and in which thread."""
+
+    def __init__(self, ticks: list[float]) -> None:
+        super().__init__()
+        self.ticks, self.ticks_meanwhile, self.threads = ticks, -1, list[threading.Thread]()
+
+    def observe(self, observation: Any) -> Any:
+        self.threads.append(threading.current_thread())
+        before = len(self.ticks)
+        time.sleep(0.3)
+        self.ticks_meanwhile = len(self.ticks) - before
+        return super().observe(observation)
+
+
+def test_the_detector_works_off_the_event_loop(store: QuotaStore) -> None:
+    """Quotas, culling and every other runtime share the daemon's event loop: a runtime
+    whose judging takes long must not stop it (the ReDoS of the security review)."""
+    ticks: list[float] = []
+    detector = SlowDetector(ticks)
+    daemon = daemon_with(store, CountingScanner(Owner("ada", "")), detector, VirtualClock(START))
+
+    async def cycle_beside_a_ticker() -> None:
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(0.01)
+                ticks.append(time.monotonic())
+
+        ticker = asyncio.create_task(tick())
+        try:
+            await daemon.run_cycle()
+        finally:
+            ticker.cancel()
+
+    asyncio.run(cycle_beside_a_ticker())
+
+    assert len(detector.seen) == 1 and detector.threads != [threading.main_thread()]
+    assert detector.ticks_meanwhile >= 5  # on the loop it would be 0: ~30 ticks in 0.3 s
 
 
 @pytest.mark.parametrize(

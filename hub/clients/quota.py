@@ -127,7 +127,8 @@ def _limit(value: Any) -> str:
 @command("show")
 @click.argument("user", required=False)
 def show(user: str | None, url: str, token: str | None, as_json: bool) -> None:
-    """USER's quota (yours without USER): usage, limits, what is left, flag."""
+    """USER's quota (yours without USER): usage, limits, what is left, flag (its reason
+    only for administrators)."""
     with quota_client(url, token) as api:
         s = api.summary(user) if user else api.me()
     if as_json:
@@ -152,8 +153,12 @@ def show(user: str | None, url: str, token: str | None, as_json: bool) -> None:
     if s["gpu_refusal"]:
         click.echo(f"GPU runtimes refused now: {s['gpu_refusal']['message']}")
     if flag:
+        # users read the flag's message; its reason (the detector's explanation) is
+        # null for them, and only administrators' answers carry it
         blocked = ", GPU blocked" if flag["block_gpu"] else ""
-        click.echo(f"FLAGGED {flag['flagged_at']}{blocked}: {flag['reason']}")
+        click.echo(f"FLAGGED {flag['flagged_at']}{blocked}: {flag.get('message', '')}")
+        if flag.get("reason") is not None:
+            click.echo(f"  reason (administrators only): {flag['reason']}")
 
 
 @command("set")
@@ -280,7 +285,8 @@ def usage(user: str | None, since: str, url: str, token: str | None, as_json: bo
 @click.option("--user", default=None, help="Only this user's events.")
 @click.option("--since", default=None, help="Nd or YYYY-MM-DD (UTC).")
 def events(user: str | None, since: str | None, url: str, token: str | None, as_json: bool) -> None:
-    """Warnings, stops (with their reasons) and flags, oldest first."""
+    """Warnings, stops (with their reasons) and flags, oldest first (their details, with
+    --json, only for administrators)."""
     with quota_client(url, token) as api:
         found = api.events(user, since)
     if as_json:
@@ -295,7 +301,11 @@ def events(user: str | None, since: str | None, url: str, token: str | None, as_
 
 @command("flag")
 @click.argument("user")
-@click.option("--reason", required=True, help="Why; shown to the user when a spawn is refused.")
+@click.option(
+    "--reason",
+    required=True,
+    help="Why; for administrators only (USER is told they are flagged and whom to contact).",
+)
 @click.option("--block-gpu", is_flag=True, help="Refuse USER's GPU runtimes.")
 def flag(
     user: str, reason: str, block_gpu: bool, url: str, token: str | None, as_json: bool

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 from traitlets import TraitError
 from traitlets.config import Config, PyFileConfigLoader
 
-from kernelhub.contract import QUOTA_DB_ENV, QUOTA_SERVICE
+from kernelhub.contract import QUOTA_CONTACT_ENV, QUOTA_DB_ENV, QUOTA_SERVICE
 from kernelhub.launcher.backends import (
     BackendUnavailable,
     SignInChoice,
@@ -322,13 +322,16 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
     command = [sys.executable, "-m", "kernelhub.quotas.service"]
     command += ["--public-url", public or c.JupyterHub.bind_url.rstrip("/")]
     command += os.environ.get("KERNELHUB_QUOTA_ARGS", "").split()
+    environment = {"PYTHONUNBUFFERED": "1", QUOTA_DB_ENV: db_url}
+    if os.environ.get(QUOTA_CONTACT_ENV):  # the hub's spawn refusal reads it too
+        environment[QUOTA_CONTACT_ENV] = os.environ[QUOTA_CONTACT_ENV]
     services.append(
         {
             "name": QUOTA_SERVICE,
             "command": command,
             "url": f"http://127.0.0.1:{port}",
             "display": False,
-            "environment": {"PYTHONUNBUFFERED": "1", QUOTA_DB_ENV: db_url},
+            "environment": environment,
         }
     )
     c.JupyterHub.services = services

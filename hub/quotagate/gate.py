@@ -2,8 +2,11 @@
 
 kernelhub-quotad accounts usage into its store; the hub reads the same store here
 and refuses, with 403 and a message saying what was used, the limit and when it
-resets, a spawn the user's quota does not cover. Nothing is created before the
-check, so a refusal leaves no container and no pending server.
+resets, a spawn the user's quota does not cover. A GPU spawn of a user whose flag
+blocks GPUs is refused with what the user may read of the flag (since when, whom to
+contact: ``kernelhub.quotas.disclosure``), never the flag's reason, which holds the
+mining detector's explanation. Nothing is created before the check, so a refusal
+leaves no container and no pending server.
 
 The hub only reads that store: it never migrates it and never writes to it (the
 daemon, or `kernelhub quota migrate`, does). A spawn waits up to
@@ -24,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from traitlets import Float, TraitError, Unicode, default, validate
 from traitlets.config import SingletonConfigurable
 
-from kernelhub.contract import QUOTA_DB_ENV
+from kernelhub.contract import QUOTA_CONTACT_ENV, QUOTA_DB_ENV
 from kernelhub.executor import run_blocking
 from kernelhub.runtimes.types import RuntimeRequestError, RuntimeType
 
@@ -55,6 +58,26 @@ class QuotaGate(SingletonConfigurable):
         before it is refused with 503. Once the store has been read, an unreadable store
         refuses spawns at once.""",
     ).tag(config=True)
+
+    contact = Unicode(
+        help=f"""Whom a user whose GPU runtimes a flag blocks is told to contact, in the
+        spawn refusal (the quota API says the same; the flag's reason stays with
+        administrators). Default: ${QUOTA_CONTACT_ENV}, else "an administrator of this
+        hub".""",
+    ).tag(config=True)
+
+    @default("contact")
+    def _contact_from_environment(self) -> str:
+        from kernelhub.quotas.disclosure import default_contact
+
+        return default_contact()
+
+    @validate("contact")
+    def _someone(self, proposal: Any) -> str:
+        contact = str(proposal.value).strip()
+        if not contact:
+            raise TraitError("QuotaGate.contact must name someone, e.g. 'the GPU team'")
+        return contact
 
     @validate("first_read_wait")
     def _non_negative_wait(self, proposal: Any) -> float:
@@ -115,7 +138,7 @@ class QuotaGate(SingletonConfigurable):
         if self._problem:
             self._problem = ""
             self.log.info("Quota checks available again: the quota store can be read")
-        return usage.spawn_refusal(running, gpus, gpus_in_use)
+        return usage.spawn_refusal(running, gpus, gpus_in_use, contact=self.contact)
 
     def _store_unreadable(self, error: Exception) -> None:
         problem = (str(error).strip().splitlines() or [type(error).__name__])[0]

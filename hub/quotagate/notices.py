@@ -171,9 +171,10 @@ def build_notices(
     - a warning is pending while its server is still running the session it was
       given in (not one started after it) and no stop for that server followed;
     - a stop is shown for STOPS_SHOWN_FOR;
-    - a flag that blocks GPU runtimes is shown while it stands. Its stored reason
-      (the detector's explanation) stays with administrators: it would tell a miner
-      which signals to avoid.
+    - a flag that blocks GPU runtimes is shown while it stands, as
+      ``disclosure.disclose`` shows it to its user: its stored reason (the detector's
+      explanation) stays with administrators, since it would tell a miner which
+      signals to avoid.
     """
     names = display_names or {}
     events = list(events)
@@ -208,11 +209,9 @@ def build_notices(
                 notices.append(notice)
 
     if flag is not None and flag.block_gpu:
-        flagged_at = flag.flagged_at
-        message = (
-            f"GPU runtimes are blocked for your account (flagged for review on "
-            f"{flagged_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC); an administrator will review it. "
-            "CPU runtimes are not affected."
-        )
-        notices.insert(0, Notice(kind="flag", time=flagged_at, message=message))
+        from kernelhub.quotas.disclosure import disclose  # as _read_store: with a store only
+
+        # the user's view of the flag, as the spawn refusal and the quota API give it
+        message = disclose(flag, admin=False, contact=None)["message"]
+        notices.insert(0, Notice(kind="flag", time=flag.flagged_at, message=message))
     return notices
