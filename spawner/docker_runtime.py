@@ -19,7 +19,7 @@ from typing import Any
 import docker.errors
 from docker.types import DeviceRequest
 from dockerspawner import DockerSpawner
-from traitlets import CaselessStrEnum, Unicode, default
+from traitlets import CaselessStrEnum, Integer, Unicode, default, validate
 
 from kernelhub.contract import (
     CPU_LIMIT_LABEL,
@@ -38,6 +38,8 @@ from .runtime import RuntimeSpawnerMixin
 
 DRIVE_MOUNT = "/home/jovyan"
 SITE_SNIPPETS_MOUNT = "/etc/kernelhub/snippets"  # kernelhub-snippets' default site folder
+NO_NEW_PRIVILEGES = "no-new-privileges"
+PRIVATE_TMP = "rw,nosuid,nodev"
 
 
 class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
@@ -67,6 +69,19 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
         "env" only sets NVIDIA_VISIBLE_DEVICES, for engines whose default runtime
         is nvidia.""",
     ).tag(config=True)
+
+    pids_limit = Integer(
+        1024,
+        help="""Most processes (and threads) one runtime container may have at once, so a
+        fork bomb stops at its own container. Between 64 and 1048576.""",
+    ).tag(config=True)
+
+    @validate("pids_limit")
+    def _bounded_pids_limit(self, proposal: Any) -> int:
+        value = int(proposal.value)
+        if not 64 <= value <= 1_048_576:
+            raise ValueError(f"pids_limit must be between 64 and 1048576, not {value}")
+        return value
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -137,7 +152,7 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
         configured_host = await self._resolved(self._configured_host_config)
         labels = {**configured_create.get("labels", {}), **self.runtime_labels()}
         self.extra_create_kwargs = {**configured_create, "labels": labels}
-        host_config = dict(configured_host)
+        host_config = {**configured_host, **self.locked_down_host_config(configured_host)}
         if self.gpu_ids and self.gpu_request_mode == "device-requests":
             host_config["device_requests"] = [
                 DeviceRequest(
@@ -148,6 +163,20 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
         await self.ensure_drive()
         self.report_progress(40, f"Creating container {self.object_name}")
         return await super().create_object()
+
+    def locked_down_host_config(self, configured: dict[str, Any]) -> dict[str, Any]:
+        """What every runtime container gets whatever the operator configured: no
+        capabilities (the images run as jovyan and need none), no privilege gained through
+        setuid files, a process limit, and a /tmp of its own in memory (charged to the
+        container's memory limit). The socket guard refuses a container without them."""
+        security = [o for o in configured.get("security_opt") or [] if o != NO_NEW_PRIVILEGES]
+        return {
+            "cap_drop": ["ALL"],
+            "cap_add": [],
+            "security_opt": [NO_NEW_PRIVILEGES, *security],
+            "pids_limit": self.pids_limit,
+            "tmpfs": {**(configured.get("tmpfs") or {}), "/tmp": PRIVATE_TMP},
+        }
 
     @property
     def drive_name(self) -> str:

@@ -125,8 +125,10 @@ class LocalRuntimeSpawner(RuntimeSpawnerMixin, LocalProcessSpawner):
 
     @default("cmd")
     def _same_python_singleuser(self) -> list[str]:
-        # the hub's own interpreter, so an unactivated virtualenv still works
-        return [sys.executable, "-m", "jupyterhub.singleuser"]
+        # the hub's own interpreter, so an unactivated virtualenv still works; -s: the
+        # server never imports from the user's site-packages (their `pip install --user`
+        # is for their kernels), so nothing on the drive can rewrite the server
+        return [sys.executable, "-s", "-m", "jupyterhub.singleuser"]
 
     @property
     def home_dir(self) -> Path:

@@ -66,6 +66,14 @@ class RuntimeSpawnerMixin(Spawner):
     def gpu_holder(self) -> str:
         return runtime_key(self.user.name, self.name)
 
+    @default("disable_user_config")
+    def _ignore_user_config_unless_isolated_origins(self) -> bool:
+        # A user's ~/.jupyter config can change how their server answers HTTP (headers,
+        # CSP, extra handlers). Served from the hub's own origin, that reaches whoever
+        # opens a link into the user's server; on per-user subdomains it reaches no one
+        # else, so the user may keep their own config there.
+        return not self.user.settings.get("subdomain_host")
+
     @default("options_form")
     def _runtime_options_form(self) -> Any:
         def render(spawner: Any) -> str:
