@@ -269,16 +269,20 @@ def probe_wheel() -> bytes:
 
 def test_pip_install_lands_on_the_users_drive(hub: HubProcess, alice: RuntimeClient) -> None:
     wheel = base64.b64encode(probe_wheel()).decode()
-    install = runtime(hub, "alice").run(  # a client of today's server (restarted above)
-        "import base64, os, subprocess, sys\n"
-        "path = os.path.expanduser('~/khprobe-1.0-py3-none-any.whl')\n"
-        f"open(path, 'wb').write(base64.b64decode('{wheel}'))\n"
-        "done = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index',\n"
-        "    '--disable-pip-version-check', path], capture_output=True, text=True)\n"
-        "print(done.returncode, done.stderr[-500:])",
-        timeout=120,
-    ).ok()
-    assert install.startswith("0"), install  # plain `pip install`: PIP_USER puts it in ~/.local
+    install = (
+        runtime(hub, "alice")
+        .run(  # today's server (restarted above)
+            "import base64, os, subprocess, sys\n"
+            "path = os.path.expanduser('~/khprobe-1.0-py3-none-any.whl')\n"
+            f"open(path, 'wb').write(base64.b64decode('{wheel}'))\n"
+            "done = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index',\n"
+            "    '--disable-pip-version-check', path], capture_output=True, text=True)\n"
+            "print(done.returncode, done.stderr[-500:])",
+            timeout=120,
+        )
+        .ok()
+    )
+    assert install.startswith("0"), install  # plain `pip install`: pip.conf puts it in ~/.local
     restarted = restart(hub, "alice")  # on the drive: it survives the container
     where = restarted.run("import khprobe, os; print(khprobe.VALUE, khprobe.__file__)").ok()
     value, path = where.split()
