@@ -52,7 +52,7 @@ from kernelhub.quotas.accounting import Interval, account
 from kernelhub.quotas.clock import VirtualClock
 from kernelhub.quotas.daemon import QuotaDaemon
 from kernelhub.quotas.detector import MiningDetector
-from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
+from kernelhub.quotas.hub_api import KernelActivity, KernelReport, ServerInfo
 from kernelhub.quotas.policy import Rule
 from kernelhub.quotas.replay import ReplayTelemetry
 from kernelhub.quotas.runtimes import ProcessScanner
@@ -78,16 +78,15 @@ BEFORE_MS = {
 class FakeHub:
     """The hub's REST API as the daemon uses it, answered from a list in memory."""
 
-    kernels_readable = True
-
     def __init__(self, servers: list[ServerInfo]) -> None:
         self._servers = servers
 
     async def servers(self) -> list[ServerInfo]:
         return self._servers
 
-    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
-        return KernelActivity(busy=False, last_activity=None)  # no kernel ran yet
+    async def kernel_reports(self) -> dict[str, KernelReport]:
+        idle = KernelActivity(busy=False, last_activity=None)  # no kernel ran yet
+        return {s.key: KernelReport(idle, age=0.0) for s in self._servers}
 
     async def stop_server(self, user: str, server: str) -> bool:
         return True

@@ -37,6 +37,7 @@ CLIENT_COMMANDS = {
     "drive": "kernelhub.clients.drive:drive",
     "quota": "kernelhub.clients.quota:quota",
     "user": "kernelhub.clients.user:user",
+    "network": "kernelhub.clients.network:network",
 }
 
 

@@ -17,6 +17,9 @@ GPUS_LABEL = f"{LABEL_PREFIX}.gpus"  # comma-separated GPU indexes or UUIDs assi
 # cores the runtime may use ("" when unlimited): the daemon judges "full CPU" against it
 CPU_LIMIT_LABEL = f"{LABEL_PREFIX}.cpu-limit"
 DRIVE_LABEL = f"{LABEL_PREFIX}.drive-of"  # on a drive volume: the user it belongs to
+# on an image kernelhub built from images/NAME: NAME (the socket guard admits runtime images
+# by it: `LABEL org.kernelhub.image=...` in each Dockerfile)
+IMAGE_KIND_LABEL = f"{LABEL_PREFIX}.image"
 # on a runtime image: the command that starts its server in place of the image's CMD
 LAUNCHER_LABEL = f"{LABEL_PREFIX}.launcher"
 # on a built image: the hash of its sources and base images (a rebuild is skipped on a match)

@@ -1,20 +1,28 @@
-"""The quota daemon's view of the hub: running servers, their activity, and stopping them.
+"""The quota daemon's view of the hub: running servers, their kernels, stopping them.
 
 Everything goes through JupyterHub's REST API with the service's own token
 (``JUPYTERHUB_API_TOKEN``), so the daemon can do only what its role's scopes
-allow: list users and servers, read activity and server state, stop servers.
-Server state (``admin:server_state``) holds a local runtime's outermost process
-and its start time, from which the daemon attributes that runtime's processes.
-Kernel execution state comes from each server's ``/api/kernels`` through the
-proxy, which needs ``access:servers``; without it the daemon falls back to the
-hub's last activity.
+allow: list users and servers (``list:users``, ``read:users``, ``read:servers``),
+read server state (``admin:server_state``: a local runtime's outermost process and
+its start time, from which the daemon attributes that runtime's processes), and stop
+servers (``delete:servers``). It cannot reach into any server (no ``access:servers``).
+
+Kernel execution state comes from the hub as well: each runtime reports its own
+kernels there with its own token (``kernelhub.hubapp.kernel_reports``), and the
+daemon reads every report in one ``GET kernelhub/kernel-reports`` (``read:users``
+holds the unfiltered ``read:users:activity`` it needs).
+
+The token goes only to the hub's API: ``HubOnlyAuth`` puts it on a request whose
+URL lies under ``api_url`` and refuses any other, redirects are not followed, and
+every path is built from quoted names under ``api_url``. A user's server, which the
+user controls, never sees it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -36,6 +44,10 @@ log = logging.getLogger(__name__)
 # JupyterHub pages user lists; asking for the paginated form tells us where the next page is
 PAGINATION = "application/jupyterhub-pagination+json"
 PAGE_SIZE = 200
+
+
+# path segments a server or proxy may resolve, climbing out of the API (also encoded)
+DOT_SEGMENTS = {b".", b"..", b"%2e", b"%2e%2e", b".%2e", b"%2e."}
 
 
 class HubApiError(RuntimeError):
@@ -77,37 +89,72 @@ class KernelActivity:
     last_activity: datetime | None
 
 
-class HubApi:
-    """Async client of the hub's REST API (``api_url`` ends in ``/hub/api``).
+@dataclass(frozen=True)
+class KernelReport:
+    """A runtime's latest report of its kernels, ``age`` seconds old when read (by the
+    hub's clock, so the daemon's own clock does not skew it)."""
 
-    ``public_url`` (the proxy's, e.g. ``http://127.0.0.1:8000``) is where servers'
-    kernel lists are read; without it kernel state is not queried.
+    activity: KernelActivity
+    age: float
+
+
+class HubOnlyAuth(httpx.Auth):
+    """The service token, on requests to the hub's API and nowhere else.
+
+    Structural rather than careful: whatever URL a caller builds (a server's, one a
+    redirect names), the token is attached only under ``api_url``; anything else is
+    refused before it is sent.
     """
+
+    def __init__(self, api_url: str, token: str) -> None:
+        self._prefix = httpx.URL(api_url)
+        self._header = f"token {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if not self.allows(request.url):
+            raise HubApiError(
+                f"refusing to send the hub token outside the hub API ({request.url.host})"
+            )
+        request.headers["Authorization"] = self._header
+        yield request
+
+    def allows(self, url: httpx.URL) -> bool:
+        prefix = self._prefix
+        return (
+            (url.scheme, url.host, url.port) == (prefix.scheme, prefix.host, prefix.port)
+            and url.raw_path.startswith(prefix.raw_path)
+            and not DOT_SEGMENTS & set(url.raw_path.split(b"?")[0].lower().split(b"/"))
+        )
+
+
+class HubApi:
+    """Async client of the hub's REST API (``api_url`` ends in ``/hub/api``)."""
 
     def __init__(
         self,
         api_url: str,
         token: str,
         *,
-        public_url: str | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/") + "/"
-        self.public_url = public_url.rstrip("/") if public_url else None
-        # the token lives only in this header, never in a URL or a log line
+        # the token lives only in HubOnlyAuth, never in a URL, a default header or a log
         self._client = httpx.AsyncClient(
-            headers={"Authorization": f"token {token}"}, timeout=timeout, transport=transport
+            auth=HubOnlyAuth(self.api_url, token),
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
         )
-        self._kernels_refused = False  # log the missing scope once, not every cycle
+        self._reports_refused = False  # log a refused read once, not every cycle
 
     async def close(self) -> None:
         await self._client.aclose()
 
-    @property
-    def kernels_readable(self) -> bool:
-        """False once kernel state cannot be read at all (no public URL, or refused)."""
-        return self.public_url is not None and not self._kernels_refused
+    def url(self, *segments: str) -> str:
+        """``api_url`` + the segments, each quoted whole: a name with ``/`` or ``..``
+        in it stays one segment under the API."""
+        return self.api_url + "/".join(_segment(s) for s in segments)
 
     async def servers(self) -> list[ServerInfo]:
         """Every server the hub counts as active (running, starting or stopping)."""
@@ -116,7 +163,7 @@ class HubApi:
         while True:
             params = {"state": "active", "offset": str(offset), "limit": str(PAGE_SIZE)}
             response = await self._client.get(
-                self.api_url + "users", params=params, headers={"Accept": PAGINATION}
+                self.url("users"), params=params, headers={"Accept": PAGINATION}
             )
             body = self._json(response, "GET users?state=active")
             items = body["items"] if isinstance(body, dict) else body
@@ -134,46 +181,42 @@ class HubApi:
 
         True once the hub has it stopping or stopped; False if it was not running.
         """
-        path = f"users/{quote(user, safe='')}/server"
-        if server:
-            path = f"users/{quote(user, safe='')}/servers/{quote(server, safe='')}"
-        response = await self._client.delete(self.api_url + path)
+        segments = ("users", user, "servers", server) if server else ("users", user, "server")
+        response = await self._client.delete(self.url(*segments))
         if response.status_code in (202, 204):
             return True
         if response.status_code in (400, 404):  # already stopped (or never ran)
             return False
+        path = "/".join(segments)
         raise HubApiError(f"DELETE {path}: HTTP {response.status_code} {response.text[:200]}")
 
-    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
-        """The server's kernels, or None where they cannot be read (not ready, no scope).
+    async def kernel_reports(self) -> dict[str, KernelReport]:
+        """Every running runtime's latest kernel report, by ``user/server`` key.
 
-        The daemon's one source of kernel state (through ``KernelActivityCache``).
+        Empty where the hub cannot tell (unreachable, refused, an older hub): the daemon
+        then judges by the hub's last activity alone. One call for all runtimes, so one
+        runtime can never switch kernel state off for the others.
         """
-        if not server.ready or not self.kernels_readable:
-            return None
-        url = f"{self.public_url}{server.url}api/kernels"
         try:
-            response = await self._client.get(url, follow_redirects=False)
+            response = await self._client.get(self.url("kernelhub", "kernel-reports"))
         except httpx.HTTPError as e:
-            log.debug("kernels of %s unreadable: %s", server.key, e)
-            return None
-        if response.status_code in (302, 401, 403):
-            self._kernels_refused = True
-            log.warning(
-                "kernel execution state unreadable (HTTP %d: the service lacks access:servers); "
-                "idle detection uses the hub's last activity only",
-                response.status_code,
-            )
-            return None
-        if response.status_code != 200:
-            return None
+            log.warning("kernel reports unreadable this cycle: %s", e)
+            return {}
+        if response.status_code in (401, 403, 404):
+            if not self._reports_refused:
+                log.warning(
+                    "kernel reports unreadable (HTTP %d: the service needs read:users:activity "
+                    "on every user); idle detection uses the hub's last activity only",
+                    response.status_code,
+                )
+            self._reports_refused = True
+            return {}
         try:
-            kernels = response.json()
-        except ValueError:
-            return None
-        busy = any(k.get("execution_state") == "busy" for k in kernels)
-        times = [t for k in kernels if (t := _time(k.get("last_activity"))) is not None]
-        return KernelActivity(busy, max(times, default=None))
+            body = self._json(response, "GET kernelhub/kernel-reports")
+            return _reports(body)
+        except (HubApiError, KeyError, TypeError, ValueError) as e:
+            log.warning("kernel reports unusable this cycle: %s", e)
+            return {}
 
     def _json(self, response: httpx.Response, call: str) -> Any:
         if response.status_code != 200:
@@ -182,6 +225,28 @@ class HubApi:
             return response.json()
         except ValueError as e:
             raise HubApiError(f"{call}: not JSON ({e})") from None
+
+
+def _segment(name: str) -> str:
+    quoted = quote(name, safe="")
+    if quoted.encode().lower() in DOT_SEGMENTS:  # "." and ".." survive quoting
+        raise HubApiError(f"no hub API path has a segment {name!r}")
+    return quoted
+
+
+def _reports(body: Any) -> dict[str, KernelReport]:
+    now = _time(body["now"])
+    if now is None:
+        raise ValueError("no hub time")
+    found: dict[str, KernelReport] = {}
+    for item in body["reports"]:
+        reported = _time(item["reported"])
+        if reported is None or not isinstance(item["busy"], bool):
+            raise ValueError(f"malformed report {item!r:.100}")
+        activity = KernelActivity(item["busy"], _time(item["last_activity"]))
+        age = max(0.0, (now - reported).total_seconds())
+        found[runtime_key(str(item["user"]), str(item["server"]))] = KernelReport(activity, age)
+    return found
 
 
 def _server(user: str, groups: tuple[str, ...], model: Mapping[str, Any]) -> ServerInfo:

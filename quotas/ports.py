@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
+from kernelhub.quotas.hub_api import KernelReport, ServerInfo
 
 if TYPE_CHECKING:  # the detector's module loads only where a detector is made
     from kernelhub.quotas.detector import RuntimeObservation
@@ -17,16 +17,14 @@ if TYPE_CHECKING:  # the detector's module loads only where a detector is made
 
 
 class HubClient(Protocol):
-    """The hub's REST API as the daemon uses it."""
-
-    @property
-    def kernels_readable(self) -> bool:
-        """False once no server's kernel state can be read (the daemon then asks none)."""
-        ...
+    """The hub's REST API as the daemon uses it (never a user's server)."""
 
     async def servers(self) -> list[ServerInfo]: ...
 
-    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None: ...
+    async def kernel_reports(self) -> Mapping[str, KernelReport]:
+        """The runtimes' own kernel reports by ``user/server``, in one call; empty where
+        the hub cannot tell."""
+        ...
 
     async def stop_server(self, user: str, server: str) -> bool: ...
 

@@ -1,8 +1,9 @@
 """What the quota daemon knows of one runtime at one cycle.
 
 A ``Runtime`` joins the hub's server, the GPUs it holds in this cycle's sample, its
-processes at the last scan and (where asked) its kernels' state. ``GpuIndex`` finds
-its GPUs: built once per sample, it answers every runtime of the cycle.
+processes at the last scan and (where asked) its kernels' state, as the runtime last
+reported it to the hub. ``GpuIndex`` finds its GPUs: built once per sample, it answers
+every runtime of the cycle.
 ``local_roots`` tells the process scanner where each local runtime's processes begin.
 """
 
@@ -32,7 +33,8 @@ class Runtime:
     runtime_type: str
     gpus: tuple[GpuSample, ...] = ()
     usage: RuntimeUsage | None = None
-    # set by the daemon once asked (KernelActivityCache.read); None: not asked, or unreadable
+    # set by the daemon once asked (KernelActivityCache.read); None: not asked, or no
+    # fresh report from the runtime (the hub's last activity decides alone)
     kernels: KernelActivity | None = None
 
     @property

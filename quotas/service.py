@@ -34,12 +34,15 @@ from kernelhub.quotas.ports import Detector
 from kernelhub.quotas.runtimes import ProcessScanner
 from kernelhub.quotas.store import QuotaStore
 from kernelhub.quotas.telemetry import GpuTelemetry
+from kernelhub.secrets_files import SecretFileError, secret_from_env, url_with_password
 
 log = logging.getLogger("kernelhub.quotad")
 
 
 # the scope JupyterHub's own /hub/metrics asks for: Prometheus scrapes both with one token
 METRICS_SCOPE = "read:metrics"
+# the quota store's password, when KERNELHUB_QUOTA_DB_URL names none (a *_FILE variant too)
+QUOTA_DB_PASSWORD_ENV = "KERNELHUB_QUOTA_DB_PASSWORD"
 
 
 class MetricsHandler(web.RequestHandler):
@@ -103,11 +106,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="RECORDED=PID",
         help="with replay: attach a recorded PID to a process of this host (repeatable)",
     )
-    parser.add_argument(
-        "--public-url",
-        default=os.environ.get("KERNELHUB_PUBLIC_URL"),
-        help="the proxy's URL, where servers' kernel state is read",
-    )
+    # accepted, and ignored, for command lines of earlier versions: the daemon no longer
+    # calls into user servers (runtimes report their kernels to the hub)
+    parser.add_argument("--public-url", help=argparse.SUPPRESS)
     parser.add_argument("--max-session-hours", type=float, help="default for every runtime type")
     parser.add_argument("--idle-minutes", type=float, help="default idle timeout")
     parser.add_argument(
@@ -133,6 +134,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.db_url:
         parser.error("--db-url (or KERNELHUB_QUOTA_DB_URL) is required")
+    try:  # compose: the URL names no password; the password comes from a secret file
+        args.db_url = url_with_password(args.db_url, secret_from_env(QUOTA_DB_PASSWORD_ENV))
+    except SecretFileError as e:  # one line: argparse's usage text would say nothing more
+        raise SystemExit(f"kernelhub-quotad: {e}") from None
     if args.interval <= 0:
         parser.error("--interval must be > 0")
     if args.process_interval <= 0:
@@ -194,7 +199,10 @@ def make_web_app(
 
 async def serve(args: argparse.Namespace) -> None:
     api_url = os.environ.get("JUPYTERHUB_API_URL", "")
-    token = os.environ.get("JUPYTERHUB_API_TOKEN", "")
+    try:  # JUPYTERHUB_API_TOKEN_FILE (compose's Docker secret), else JUPYTERHUB_API_TOKEN
+        token = secret_from_env("JUPYTERHUB_API_TOKEN") or ""
+    except SecretFileError as e:
+        raise SystemExit(f"kernelhub-quotad: {e}") from None
     if not api_url or not token:
         raise SystemExit(
             "kernelhub-quotad: JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN must be set"
@@ -212,7 +220,7 @@ async def serve(args: argparse.Namespace) -> None:
     metrics = QuotaMetrics()
     metrics.gpu_sampling.set(1 if telemetry.available else 0)
     store = QuotaStore.open(args.db_url)
-    hub = HubApi(api_url, token, public_url=args.public_url)
+    hub = HubApi(api_url, token)  # the token goes to api_url and nowhere else
     daemon = QuotaDaemon(
         store,
         telemetry,

@@ -96,7 +96,7 @@ def make_daemon(
 ) -> QuotaDaemon:
     telemetry = ReplayTelemetry(two_gpu_trace(), clock, loop=True)
     telemetry.pid_map = {TRAINING_PID: pids.get("training", 0), IDLE_PID: pids.get("idle", 0)}
-    client = HubApi(internal_api_url(hub), QUOTA_ROLE_TOKEN, public_url=hub.url)
+    client = HubApi(internal_api_url(hub), QUOTA_ROLE_TOKEN)
     return QuotaDaemon(store, telemetry, client, clock, scanner=ProcessScanner())
 
 

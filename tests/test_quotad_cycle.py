@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 
 from kernelhub.quotas.clock import VirtualClock
+from kernelhub.quotas.cycle import CycleReport
 from kernelhub.quotas.daemon import QuotaDaemon
-from kernelhub.quotas.hub_api import KernelActivity, ServerInfo
+from kernelhub.quotas.hub_api import KernelActivity, KernelReport, ServerInfo
 from kernelhub.quotas.replay import ReplayTelemetry
 from kernelhub.quotas.runtimes import LocalRoot, Owner, RuntimeUsage, _owner_from_labels
 from kernelhub.quotas.store import QuotaStore
@@ -34,16 +35,14 @@ CPU_PER_SCAN = 2.0  # CPU seconds the runtime uses between two scans
 
 
 class OneServerHub:
-    kernels_readable = True  # asked, and answers nothing
-
     def __init__(self, started: datetime) -> None:
         self.server = ServerInfo("ada", "", "cpu", started, started, True, None, "/user/ada/")
 
     async def servers(self) -> list[ServerInfo]:
         return [self.server]
 
-    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
-        return None
+    async def kernel_reports(self) -> dict[str, KernelReport]:
+        return {}  # no runtime reported
 
     async def stop_server(self, user: str, server: str) -> bool:
         return True
@@ -190,23 +189,29 @@ def test_a_containers_cpu_limit_comes_from_its_label(label: str, cores: float | 
 
 
 class KernelsHub(OneServerHub):
-    """ada and bob idle for 85 minutes (near the default 90-minute limit), cy active now;
-    ada's kernel is executing, bob's kernels cannot be read. Records what it is asked."""
+    """Runtimes idle for the given minutes (90 is the default limit), with the reports
+    their kernels sent the hub: (busy, seconds ago), or None for no report. Counts the
+    hub's reads of the reports."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, runtimes: dict[str, tuple[int, tuple[bool, float] | None]]):
         started = now - timedelta(hours=2)
         self.all = [
             ServerInfo(u, "", "cpu", started, now - timedelta(minutes=m), True, None, f"/user/{u}/")
-            for u, m in (("ada", 85), ("bob", 85), ("cy", 1))
+            for u, (m, _) in runtimes.items()
         ]
-        self.asked: list[str] = []
+        self.reports = {
+            f"{u}/": KernelReport(KernelActivity(r[0], None), age=r[1])
+            for u, (_, r) in runtimes.items()
+            if r is not None
+        }
+        self.reads = 0
 
     async def servers(self) -> list[ServerInfo]:
         return self.all
 
-    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
-        self.asked.append(server.key)
-        return KernelActivity(True, None) if server.user == "ada" else None
+    async def kernel_reports(self) -> dict[str, KernelReport]:
+        self.reads += 1
+        return self.reports
 
 
 class NoProcesses:
@@ -214,20 +219,47 @@ class NoProcesses:
         return {}
 
 
-def test_kernel_state_is_asked_only_near_the_idle_limit_and_decides_there(
-    store: QuotaStore,
-) -> None:
+def one_cycle(store: QuotaStore, hub: KernelsHub) -> CycleReport:
     clock = VirtualClock(START)
-    hub = KernelsHub(datetime.fromtimestamp(START, UTC))
     no_gpus = [TelemetrySample(START, ()).to_json_line()]
     daemon = QuotaDaemon(
         store, ReplayTelemetry(no_gpus, clock, loop=True), hub, clock, scanner=NoProcesses()
     )
+    return asyncio.run(daemon.run_cycle())
 
-    report = asyncio.run(daemon.run_cycle())
 
-    assert hub.asked == ["ada/", "bob/"]  # cy is far from its limit: nothing to ask
-    assert report.warnings == [("bob/", "idle")]  # ada's executing kernel is not idle
+# user: (minutes idle by the hub's last activity, their runtime's report), and whether
+# the idle rule warns (85 of 90 minutes idle warns, unless a kernel executes)
+KERNEL_REPORT_RULES = {
+    "ada": ((85, (True, 5.0)), False),  # a fresh report of an executing kernel: not idle
+    "bob": ((85, (True, 240.0)), True),  # a stale report says nothing (over 180 s old)
+    "dee": ((85, (False, 5.0)), True),  # reported, and nothing executes
+    "eve": ((85, None), True),  # never reported: the hub's last activity decides
+    "cy": ((1, (False, 5.0)), False),  # far from the limit, whatever the kernels say
+}
+
+
+def test_kernel_reports_are_read_once_per_cycle_and_decide_near_the_idle_limit(
+    store: QuotaStore,
+) -> None:
+    runtimes = {user: runtime for user, (runtime, _) in KERNEL_REPORT_RULES.items()}
+    hub = KernelsHub(datetime.fromtimestamp(START, UTC), runtimes)
+
+    report = one_cycle(store, hub)
+
+    assert hub.reads == 1  # one read for every runtime, never a call per runtime
+    warned = sorted(key for key, reason in report.warnings if reason == "idle")
+    assert warned == sorted(f"{u}/" for u, (_, warns) in KERNEL_REPORT_RULES.items() if warns)
+
+
+def test_kernel_reports_are_not_read_when_no_decision_depends_on_them(
+    store: QuotaStore,
+) -> None:
+    hub = KernelsHub(datetime.fromtimestamp(START, UTC), {"cy": (1, (True, 5.0))})
+
+    report = one_cycle(store, hub)
+
+    assert hub.reads == 0 and not report.warnings
 
 
 class StartingHub(OneServerHub):

@@ -10,10 +10,10 @@ the hub refuses them a GPU runtime.
 
 Kernel activity is the one input not produced for real: a training job runs in
 a notebook cell, and running one here would mean a kernel busy for ten minutes
-of wall time per test. The daemon reads kernel state through ``HubApi.kernel_activity``
-(the hub's proxy to each server's ``/api/kernels``), so ``BusyKernelsHub`` is
+of wall time per test. The daemon reads kernel state through ``HubApi.kernel_reports``
+(what each runtime reported of its kernels to the hub), so ``BusyKernelsHub`` is
 that real client with one override: the runtimes named in ``busy`` report an
-executing kernel. Everything else (servers, other runtimes' kernels, stops) goes
+executing kernel. Everything else (servers, other runtimes' reports, stops) goes
 to the real hub.
 
 The store is the one the hub's spawn check reads (``KERNELHUB_QUOTA_DB_URL``);
@@ -47,7 +47,7 @@ from kernelhub.quotas.clock import Clock, VirtualClock
 from kernelhub.quotas.daemon import QuotaDaemon
 from kernelhub.quotas.detector import MiningDetector
 from kernelhub.quotas.evaluate import DEFAULT_MAX_DELAY_S
-from kernelhub.quotas.hub_api import HubApi, KernelActivity, ServerInfo
+from kernelhub.quotas.hub_api import HubApi, KernelActivity, KernelReport
 from kernelhub.quotas.policy import Rule
 from kernelhub.quotas.replay import ReplayTelemetry
 from kernelhub.quotas.runtimes import ProcessScanner
@@ -102,16 +102,14 @@ class BusyKernelsHub(HubApi):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.busy = busy
         self.clock = clock
-        self.seen: dict[str, KernelActivity | None] = {}  # what the daemon was told, last
+        self.seen: dict[str, KernelReport] = {}  # what the daemon was told, last
 
-    async def kernel_activity(self, server: ServerInfo) -> KernelActivity | None:
-        if server.key in self.busy:
-            found: KernelActivity | None = KernelActivity(
-                True, datetime.fromtimestamp(self.clock.now(), UTC)
-            )
-        else:
-            found = await super().kernel_activity(server)
-        self.seen[server.key] = found
+    async def kernel_reports(self) -> dict[str, KernelReport]:
+        found = await super().kernel_reports()
+        now = datetime.fromtimestamp(self.clock.now(), UTC)
+        for key in self.busy:
+            found[key] = KernelReport(KernelActivity(True, now), age=0.0)
+        self.seen = found
         return found
 
 
@@ -144,13 +142,7 @@ async def test_mining_runtime_stopped_flagged_and_gpu_spawn_refused_ml_runtimes_
     telemetry = ReplayTelemetry(four_gpu_trace(), clock)
     telemetry.pid_map = {TRACES[name]: pid for name, pid in pids.items()}
     api_url = internal_api_url(mhub)
-    hub = BusyKernelsHub(
-        api_url,
-        QUOTA_ROLE_TOKEN,
-        public_url=mhub.url,
-        busy={f"{trainer}/"},
-        clock=clock,
-    )
+    hub = BusyKernelsHub(api_url, QUOTA_ROLE_TOKEN, busy={f"{trainer}/"}, clock=clock)
     detector = MiningDetector()
     daemon = QuotaDaemon(store, telemetry, hub, clock, scanner=ProcessScanner(), detector=detector)
     t0 = clock.now()
@@ -162,7 +154,8 @@ async def test_mining_runtime_stopped_flagged_and_gpu_spawn_refused_ml_runtimes_
             reports.append(report)
             if report.stops and stopped_at is None:
                 stopped_at = clock.now()
-                assert hub.seen[f"{miner}/"] is None or not hub.seen[f"{miner}/"].busy  # type: ignore[union-attr]
+                seen = hub.seen.get(f"{miner}/")
+                assert seen is None or not seen.activity.busy
             clock.advance(daemon.interval)
     finally:
         await hub.close()
@@ -206,7 +199,7 @@ async def test_mining_runtime_stopped_flagged_and_gpu_spawn_refused_ml_runtimes_
             assert os.path.exists(f"/proc/{pids[name]}"), name
             usage = store.usage(user, today - timedelta(days=1))
             assert sum(u.gpu_seconds for u in usage) >= 10 * 60, (name, usage)
-        assert hub.seen[f"{trainer}/"] is not None and hub.seen[f"{trainer}/"].busy  # type: ignore[union-attr]
+        assert hub.seen[f"{trainer}/"].activity.busy
     finally:
         for name in ("training", "inference", "idle_with_memory"):
             stop_all_runtimes(operator, users[name])

@@ -19,6 +19,7 @@ from tornado import web
 
 from kernelhub.executor import run_blocking
 from kernelhub.hubapp.errors import http_refusal
+from kernelhub.hubapp.kernel_reports import kernel_report_handlers
 from kernelhub.launcher.credentials import new_password
 from kernelhub.launcher.up import OPERATOR_SERVICE
 from kernelhub.quotagate.gate import check_quota
@@ -263,4 +264,5 @@ def kernelhub_api_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
         (r"/api/kernelhub/local-users", LocalAccountsAPIHandler),
         (r"/api/kernelhub/local-users/([^/]+)/password", LocalAccountPasswordAPIHandler),
         (r"/api/kernelhub/openapi.json", OpenAPIHandler),
+        *kernel_report_handlers(),
     ]

@@ -25,6 +25,7 @@ from kernelhub.launcher.backends import (
 )
 from kernelhub.launcher.credentials import CredentialsError, LocalAccount, operator_token
 from kernelhub.launcher.state import saved_ports, write_hub_state
+from kernelhub.secrets_files import SecretFileError, secret_from_env
 
 CONFIG_FILE_NAME = "kernelhub_config.py"
 OPERATOR_SERVICE = "kernelhub-operator"
@@ -270,17 +271,17 @@ def _add_operator_service(c: Config, token: str) -> None:
 QUOTA_DB_FILE = "quotas.sqlite"
 MIN_SERVICE_TOKEN = 32  # characters of a shared secret: `openssl rand -hex 16` or longer
 # only what the service does: list users, read them (groups decide rules, activity
-# decides idleness; the quota API looks users up), read and stop servers, read their
-# state (a local runtime's root process, by which its processes are attributed: the
-# hub's user model shows state only to admin:server_state), and read kernel execution
-# state through the proxy (access:servers)
+# decides idleness, the runtimes' kernel reports need read:users:activity on everyone;
+# the quota API looks users up), read and stop servers, read their state (a local
+# runtime's root process, by which its processes are attributed: the hub's user model
+# shows state only to admin:server_state). Never access:servers: its token goes to no
+# user's server, where the user could capture it
 QUOTA_SCOPES = [
     "list:users",
     "read:users",
     "read:servers",
     "admin:server_state",
     "delete:servers",
-    "access:servers",
 ]
 
 
@@ -307,7 +308,10 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
     c.JupyterHub.load_roles = roles
     external = os.environ.get("KERNELHUB_QUOTAD_URL")
     if external:
-        token = os.environ.get("KERNELHUB_QUOTAD_TOKEN", "")
+        try:  # KERNELHUB_QUOTAD_TOKEN_FILE (compose's Docker secret), else the variable
+            token = secret_from_env("KERNELHUB_QUOTAD_TOKEN") or ""
+        except SecretFileError as e:
+            raise StartupError(str(e)) from None
         if len(token) < MIN_SERVICE_TOKEN:
             raise StartupError(
                 f"KERNELHUB_QUOTAD_URL is set: KERNELHUB_QUOTAD_TOKEN must be the quota "
@@ -316,11 +320,8 @@ def _add_quota_service(c: Config, data_dir: Path) -> int:
         service = {"name": QUOTA_SERVICE, "url": external, "api_token": token, "display": False}
         c.JupyterHub.services = [*services, service]
         return port
-    bind = urlparse(c.JupyterHub.bind_url)
-    public = f"http://127.0.0.1:{bind.port or 80}" if bind.hostname in ("0.0.0.0", "::") else None
     # the URL may hold a database password: the environment, never the logged command
     command = [sys.executable, "-m", "kernelhub.quotas.service"]
-    command += ["--public-url", public or c.JupyterHub.bind_url.rstrip("/")]
     command += os.environ.get("KERNELHUB_QUOTA_ARGS", "").split()
     environment = {"PYTHONUNBUFFERED": "1", QUOTA_DB_ENV: db_url}
     if os.environ.get(QUOTA_CONTACT_ENV):  # the hub's spawn refusal reads it too

@@ -1,6 +1,10 @@
 # kernelhub configuration for the compose deployment (docker-compose.yml mounts it).
 # The hub runs in a container: runtimes join the `kernelhub-runtimes` network and
 # reach the hub by its service name there.
+import os
+
+from kernelhub.secrets_files import secret_from_env, url_with_password
+
 c = get_config()  # noqa: F821
 
 c.JupyterHub.hub_ip = "0.0.0.0"
@@ -8,3 +12,14 @@ c.JupyterHub.hub_port = 8081  # where the quotad service finds the hub's API
 c.JupyterHub.hub_connect_ip = "hub"
 c.DockerRuntimeSpawner.network_name = "kernelhub-runtimes"
 c.DockerRuntimeSpawner.use_internal_ip = True
+
+# The database, as the role `kernelhub` (images/hub/postgres-roles.sh), its password
+# from the Docker secret KERNELHUB_DB_PASSWORD_FILE names: no password in the
+# container's environment. A missing or empty file stops the start with one line.
+_database = os.environ.get("KERNELHUB_DATABASE", "postgresql://kernelhub@postgres/kernelhub")
+_db_url = url_with_password(_database, secret_from_env("KERNELHUB_DB_PASSWORD"))
+c.JupyterHub.db_url = _db_url
+# The quota daemon's store: its tables in the schema kernelhub_quotas, which only these
+# connections search (and only read: the role may SELECT there, nothing else), so the
+# hub's own queries never meet anything the daemon's role created.
+c.QuotaGate.db_url = f"{_db_url}?options=-csearch_path%3Dkernelhub_quotas"

@@ -26,10 +26,13 @@ def _load_jupyter_server_extension(serverapp: ServerApp) -> None:
     # imported here so that `import kernelhub_snippets` (the check CLI, the tests'
     # parsing) does not pull in the whole server
     from kernelhub_snippets.handlers import load_extension
+    from kernelhub_snippets.kernel_reports import load_kernel_reports
     from kernelhub_snippets.notices import load_notices
 
     load_extension(serverapp)
     load_notices(serverapp)  # kernelhub's quota notices, for the notebook to show
+    # this runtime's kernel state, sent to the hub for the quota daemon's idle rule
+    load_kernel_reports(serverapp)
 
 
 # the name jupyter_server 1.x looked for; kept so older servers load it too

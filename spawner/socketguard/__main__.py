@@ -1,0 +1,159 @@
+"""``kernelhub-socket-guard``: serve the Docker API over TCP, guarded, from the unix socket.
+
+    kernelhub-socket-guard --listen 0.0.0.0:2375 --network kernelhub-runtimes
+
+SIGTERM and SIGINT stop it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from tornado import httpserver
+
+from kernelhub.contract import IMAGE_KIND_LABEL
+
+from .policy import GuardConfig
+from .server import Engine, make_app
+
+log = logging.getLogger("kernelhub.socketguard")
+DEFAULTS = GuardConfig()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, GuardConfig]:
+    parser = argparse.ArgumentParser(
+        prog="kernelhub-socket-guard",
+        description="A Docker API proxy that lets through only kernelhub's runtime "
+        "spawner's calls (README: Production deployment).",
+    )
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:2375",
+        metavar="HOST:PORT",
+        help="where to serve the guarded API (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--socket",
+        default="/var/run/docker.sock",
+        help="the engine's unix socket (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--network",
+        action="append",
+        dest="networks",
+        metavar="NAME",
+        help="a network runtimes may join; repeat for more "
+        f"(default: {', '.join(DEFAULTS.networks)})",
+    )
+    parser.add_argument(
+        "--image",
+        action="append",
+        dest="images",
+        default=[],
+        metavar="REF",
+        help="an image runtimes may use besides those labelled "
+        f"{IMAGE_KIND_LABEL}={'/'.join(DEFAULTS.image_kinds)}; repeat for more",
+    )
+    parser.add_argument(
+        "--drive-name-template",
+        default=DEFAULTS.drive_name_template,
+        help="DockerRuntimeSpawner.drive_name_template, as the hub is configured "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--site-snippets-volume",
+        default=DEFAULTS.site_snippets_volume,
+        help="DockerRuntimeSpawner.site_snippets_volume (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=DEFAULTS.prefix,
+        help="DockerSpawner.prefix: runtime container names start with PREFIX- "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-pids",
+        type=int,
+        default=DEFAULTS.max_pids,
+        help="the largest HostConfig.PidsLimit a runtime may have (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--no-require-lockdown",
+        dest="require_lockdown",
+        action="store_false",
+        help="let through containers without CapDrop ALL, no-new-privileges and a "
+        "PidsLimit (for a hub older than this guard)",
+    )
+    parser.add_argument(
+        "--max-body",
+        type=int,
+        default=DEFAULTS.max_body,
+        help="the largest request body in bytes; larger ones get 413 (default: %(default)s)",
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    args = parser.parse_args(argv)
+    host, sep, port = args.listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        parser.error(f"--listen {args.listen!r} is not HOST:PORT")
+    args.host, args.port = host.strip("[]") or "0.0.0.0", int(port)
+    try:
+        config = GuardConfig(
+            networks=tuple(args.networks or DEFAULTS.networks),
+            images=tuple(args.images),
+            drive_name_template=args.drive_name_template,
+            site_snippets_volume=args.site_snippets_volume,
+            prefix=args.prefix,
+            require_lockdown=args.require_lockdown,
+            max_pids=args.max_pids,
+            max_body=args.max_body,
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    return args, config
+
+
+async def serve(args: argparse.Namespace, config: GuardConfig) -> None:
+    engine = Engine(args.socket)
+    server = httpserver.HTTPServer(
+        make_app(config, engine),
+        # bodies stream into the handler, which answers 413 past config.max_body;
+        # this is only the connection's hard cap
+        max_body_size=64 * config.max_body,
+    )
+    server.listen(args.port, args.host)
+    log.info(
+        "guarding %s on %s:%d (networks: %s)",
+        args.socket, args.host, args.port, ", ".join(config.networks),
+    )  # fmt: skip
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    await engine.close()
+    log.info("stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, config = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="[%(levelname).1s %(asctime)s %(name)s] %(message)s",
+        stream=sys.stderr,
+    )
+    for chatty in ("httpx", "httpcore"):  # a line per forwarded call: --log-level DEBUG has ours
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    if not os.path.exists(args.socket):
+        sys.exit(f"kernelhub-socket-guard: no Docker socket at {args.socket} (--socket)")
+    asyncio.run(serve(args, config))
+
+
+if __name__ == "__main__":
+    main()
