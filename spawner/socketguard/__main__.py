@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from tornado import httpserver
 
@@ -37,6 +38,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, G
         default="127.0.0.1:2375",
         metavar="HOST:PORT",
         help="where to serve the guarded API (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--read-only-listen",
+        metavar="HOST:PORT",
+        help="also serve a read-only view there, for the quota daemon: ping, version, "
+        "listing and inspecting runtime containers, with their environment (which holds "
+        "each runtime's own hub token) left out (default: none)",
     )
     parser.add_argument(
         "--socket",
@@ -98,10 +106,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, G
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     args = parser.parse_args(argv)
-    host, sep, port = args.listen.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        parser.error(f"--listen {args.listen!r} is not HOST:PORT")
-    args.host, args.port = host.strip("[]") or "0.0.0.0", int(port)
+    args.host, args.port = _address(parser, "--listen", args.listen)
+    args.read_only = (
+        _address(parser, "--read-only-listen", args.read_only_listen)
+        if args.read_only_listen
+        else None
+    )
     try:
         config = GuardConfig(
             networks=tuple(args.networks or DEFAULTS.networks),
@@ -118,15 +128,30 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, G
     return args, config
 
 
+def _address(parser: argparse.ArgumentParser, flag: str, value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        parser.error(f"{flag} {value!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
 async def serve(args: argparse.Namespace, config: GuardConfig) -> None:
     engine = Engine(args.socket)
-    server = httpserver.HTTPServer(
-        make_app(config, engine),
-        # bodies stream into the handler, which answers 413 past config.max_body;
-        # this is only the connection's hard cap
-        max_body_size=64 * config.max_body,
-    )
-    server.listen(args.port, args.host)
+    servers = []
+    listens = [(config, args.host, args.port)]
+    if args.read_only:
+        listens.append((replace(config, read_only=True), *args.read_only))
+    for served, host, port in listens:
+        server = httpserver.HTTPServer(
+            make_app(served, engine),
+            # bodies stream into the handler, which answers 413 past config.max_body;
+            # this is only the connection's hard cap
+            max_body_size=64 * config.max_body,
+        )
+        server.listen(port, host)
+        servers.append(server)
+    if args.read_only:
+        log.info("read-only view for the quota daemon on %s:%d", *args.read_only)
     log.info(
         "guarding %s on %s:%d (networks: %s)",
         args.socket, args.host, args.port, ", ".join(config.networks),
@@ -136,7 +161,8 @@ async def serve(args: argparse.Namespace, config: GuardConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    server.stop()
+    for server in servers:
+        server.stop()
     await engine.close()
     log.info("stopped")
 

@@ -58,6 +58,9 @@ class GuardConfig:
     require_lockdown: bool = True  # CapDrop ALL, no-new-privileges and a PidsLimit
     max_pids: int = 4096
     max_body: int = 1024 * 1024
+    # the quota daemon's address: reads runtimes' labels and state, changes nothing, and
+    # never sees a runtime's environment (it holds that runtime's hub token)
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         used = {name for _, name, _, _ in string.Formatter().parse(self.drive_name_template)}
@@ -166,6 +169,7 @@ ROUTES = (
 
 VERSION = re.compile(r"/v1\.(?P<minor>[0-9]{1,3})(?P<rest>/.*)")
 BODY_KINDS = {"container-create", "volume-create"}
+READ_ONLY_KINDS = {"container-list", "container-inspect"}  # plus GET /_ping and /version
 
 
 @dataclass(frozen=True)

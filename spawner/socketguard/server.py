@@ -22,6 +22,7 @@ from .bodies import check_container_create, check_volume_create
 from .decode import Refused
 from .policy import (
     BODY_KINDS,
+    READ_ONLY_KINDS,
     GuardConfig,
     Matched,
     filter_list,
@@ -112,6 +113,8 @@ class GuardHandler(web.RequestHandler):
         body: bytes | None = None
         if route.kind not in BODY_KINDS and self.body.strip():
             raise Refused("this call takes no body")
+        if self.config.read_only and not self.readable(route):
+            raise Refused("this address of the guard is read-only: runtimes' state only")
         target = None
         if route.kind == "container-create":
             create = check_container_create(
@@ -142,10 +145,17 @@ class GuardHandler(web.RequestHandler):
             model = found.json()
             if not is_runtime_container((model.get("Config") or {}).get("Labels")):
                 raise Refused(f"container {route.target} is not a kernelhub runtime")
+            if route.kind == "container-inspect" and self.config.read_only:
+                (model.get("Config") or {}).pop("Env", None)  # the runtime's own token
+                return self.relay(found.status_code, found.headers, json.dumps(model).encode())
             if route.kind == "container-inspect":
                 return self.relay(found.status_code, found.headers, found.content)
             target = str(model["Id"])  # the one checked, even if the name moves on
         await self.forward(route, body, target)
+
+    @staticmethod
+    def readable(route: Matched) -> bool:
+        return route.kind in READ_ONLY_KINDS or route.path in ("/_ping", "/version")
 
     async def forward(self, route: Matched, body: bytes | None, target: str | None) -> None:
         url = route.url(target)

@@ -10,6 +10,7 @@ is such a container). The haproxy filter this guard replaced let most of them th
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -47,6 +48,7 @@ API = "/v1.41"
 @dataclass
 class Guard:
     url: str
+    read_only_url: str  # the quota daemon's address
     log_path: Path
     proc: subprocess.Popen[bytes]
 
@@ -72,10 +74,12 @@ def engine() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-def sleeper(engine: docker.DockerClient, name: str, labels: dict[str, str]) -> str:
+def sleeper(
+    engine: docker.DockerClient, name: str, labels: dict[str, str], env: list[str] | None = None
+) -> str:
     container = engine.containers.run(
         TEST_IMAGE, ["sleep", "900"], name=f"{PREFIX}-{name}", entrypoint=[], labels=labels,
-        detach=True, network=NETWORK,
+        detach=True, network=NETWORK, environment=env or [],
     )  # fmt: skip
     return str(container.id)
 
@@ -90,21 +94,23 @@ def decoy(engine: docker.DockerClient) -> str:
 def victim_runtime(engine: docker.DockerClient) -> str:
     """A running container labelled as another user's runtime."""
     labels = {USER_LABEL: VICTIM, SERVER_LABEL: "", RUNTIME_TYPE_LABEL: "cpu"}
-    return sleeper(engine, "victim", labels)
+    return sleeper(engine, "victim", labels, [f"JUPYTERHUB_API_TOKEN={VICTIM_TOKEN}"])
 
 
 @pytest.fixture(scope="module")
 def guard(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guard]:
     log_path = tmp_path_factory.mktemp("guard") / "guard.log"
-    port = free_port()
+    port, read_only_port = free_port(), free_port()
     command = [
         GUARD, "--listen", f"127.0.0.1:{port}", "--network", NETWORK,
+        "--read-only-listen", f"127.0.0.1:{read_only_port}",
         "--drive-name-template", f"{PREFIX}-drive-{{username}}",
         "--site-snippets-volume", SNIPPETS, "--prefix", PREFIX,
     ]  # fmt: skip
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    running = Guard(f"http://127.0.0.1:{port}", log_path, proc)
+    url, read_only_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{read_only_port}"
+    running = Guard(url, read_only_url, log_path, proc)
     try:
 
         def answers() -> bool:
@@ -327,3 +333,34 @@ def test_the_spawners_gpu_request_passes_the_guard(
     assert f"{PREFIX}-{user}" not in state(engine)[0]
     assert "creating a runtime container" in guard.log()[start:]
     assert "refused" not in guard.log()[start:], guard.log()[start:]
+
+
+# ---- the quota daemon's read-only address -----------------------------------------------
+
+VICTIM_TOKEN = "victim-runtime-token-" + PREFIX  # a stand-in: no hub issued it
+
+
+def test_the_quota_daemons_address_reads_runtimes_and_changes_nothing(
+    engine: docker.DockerClient, guard: Guard, victim_runtime: str, decoy: str
+) -> None:
+    read_only = Guard(guard.read_only_url, guard.read_only_url, guard.log_path, guard.proc)
+    seen = send(read_only, "GET", f"{API}/containers/{victim_runtime}/json")
+    assert seen.status_code == 200, seen.text
+    assert seen.json()["Config"]["Labels"][USER_LABEL] == VICTIM
+    assert "Env" not in seen.json()["Config"] and VICTIM_TOKEN not in seen.text
+    # the spawner's address still sees it (the hub reads a runtime's token back from it)
+    assert VICTIM_TOKEN in send(guard, "GET", f"{API}/containers/{victim_runtime}/json").text
+    listed = send(read_only, "GET", f"{API}/containers/json")
+    assert listed.status_code == 200 and victim_runtime in listed.text
+    assert send(read_only, "GET", "/_ping").status_code == 200
+    before = state(engine)
+    for method, path, body in [
+        ("POST", f"{API}/containers/{victim_runtime}/stop", None),
+        ("DELETE", f"{API}/containers/{victim_runtime}", None),
+        ("POST", f"{API}/containers/create?name={PREFIX}-ro", runtime()()),
+        ("POST", f"{API}/volumes/create", json.dumps(DRIVE).encode()),
+        ("GET", f"{API}/containers/{decoy}/json", None),
+        ("GET", f"{API}/images/{TEST_IMAGE}/json", None),
+    ]:
+        refused(send(read_only, method, path, body))
+    assert state(engine) == before

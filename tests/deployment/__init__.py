@@ -1,0 +1,1 @@
+"""The compose deployment, brought up once for the tests of this package (conftest.py)."""
