@@ -62,7 +62,7 @@ def sh(*argv: str, check: bool = True) -> str:
 
 def used_networks() -> list[ipaddress.IPv4Network]:
     routes = json.loads(sh("ip", "-j", "-4", "route", "show", "table", "all"))
-    return [ipaddress.ip_network(r["dst"], strict=False) for r in routes if r["dst"] != "default"]
+    return [ipaddress.IPv4Network(r["dst"], strict=False) for r in routes if r["dst"] != "default"]
 
 
 @dataclass
@@ -111,7 +111,7 @@ def lab() -> Iterator[Lab]:
         pytest.fail("needs root: it creates interfaces and iptables rules (CI runs as root)")
     sh("docker", "image", "inspect", TEST_IMAGE)  # no image: this fails loudly, never skips
     n = free_octet()
-    subnet = ipaddress.ip_network(f"10.212.{n}.0/24")
+    subnet = ipaddress.IPv4Network(f"10.212.{n}.0/24")
     gateway, hub, a, b = (f"10.212.{n}.{i}" for i in (1, 2, 10, 11))
     dummy, private = f"10.213.{n}.1", f"10.215.{n}.2"
     net, names = f"khnt-{RUN}", {hub: f"khnt-{RUN}-hub", a: f"khnt-{RUN}-a", b: f"khnt-{RUN}-b"}
@@ -172,8 +172,11 @@ def lab() -> Iterator[Lab]:
         sh("ip", "netns", "del", NETNS, check=False)
 
 
+LockDownCommand = Callable[..., str]  # lock-down's extra arguments -> its output
+
+
 @pytest.fixture
-def lock_down(lab: Lab) -> Iterator[Callable[..., str]]:
+def lock_down(lab: Lab) -> Iterator[LockDownCommand]:
     """Runs `kernelhub network lock-down --bridge BRIDGE ARGS`; removes the rules after."""
 
     def run(*args: str) -> str:
@@ -202,7 +205,9 @@ def our_rules() -> str:
     )
 
 
-def test_runtimes_reach_only_the_hub_and_each_other_not_at_all(lab: Lab, lock_down) -> None:  # type: ignore[no-untyped-def]
+def test_runtimes_reach_only_the_hub_and_each_other_not_at_all(
+    lab: Lab, lock_down: LockDownCommand
+) -> None:
     a, b, hub, ports = lab.runtime_a, lab.runtime_b, lab.hub, lab.host_ports
     host_decoys = [
         (lab.dummy, ports["dummy"]),  # a private address of the host
@@ -229,7 +234,7 @@ def test_runtimes_reach_only_the_hub_and_each_other_not_at_all(lab: Lab, lock_do
         assert lab.probe(a, target, port) != "open", (target, port)
 
 
-def test_the_allow_list_opens_named_private_addresses(lab: Lab, lock_down) -> None:  # type: ignore[no-untyped-def]
+def test_the_allow_list_opens_named_private_addresses(lab: Lab, lock_down: LockDownCommand) -> None:
     ports = lab.host_ports
     lock_down("--hub", lab.hub, "--allow", f"{lab.dummy}/32", "--allow", f"{lab.private}/32")
     assert lab.probe(lab.runtime_a, lab.dummy, ports["dummy"]) == "open"
@@ -238,7 +243,9 @@ def test_the_allow_list_opens_named_private_addresses(lab: Lab, lock_down) -> No
     assert lab.probe(lab.runtime_a, lab.runtime_b, SERVER_PORT) != "open"
 
 
-def test_a_hub_on_the_host_is_reached_through_the_gateway(lab: Lab, lock_down) -> None:  # type: ignore[no-untyped-def]
+def test_a_hub_on_the_host_is_reached_through_the_gateway(
+    lab: Lab, lock_down: LockDownCommand
+) -> None:
     hub_port, other = lab.host_ports["gateway"], lab.host_ports["gateway-other"]
     lock_down("--hub", lab.gateway, "--hub-on-host", "--hub-ports", str(hub_port))
     assert lab.probe(lab.runtime_a, lab.gateway, hub_port) == "open"
@@ -254,7 +261,9 @@ def _host_connects(ip: str, port: int) -> bool:
     return out == "open"
 
 
-def test_metadata_and_private_ranges_are_in_the_rule_set(lab: Lab, lock_down) -> None:  # type: ignore[no-untyped-def]
+def test_metadata_and_private_ranges_are_in_the_rule_set(
+    lab: Lab, lock_down: LockDownCommand
+) -> None:
     lock_down("--hub", lab.hub, "--block-mining-ports")
     forward = sh("iptables", "-S", f"KH-FWD-{BRIDGE}").splitlines()
     for network in ("169.254.0.0/16", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"):
@@ -277,7 +286,9 @@ def test_metadata_and_private_ranges_are_in_the_rule_set(lab: Lab, lock_down) ->
         )
 
 
-def test_reapplying_replaces_and_watch_restores_the_rules(lab: Lab, lock_down) -> None:  # type: ignore[no-untyped-def]
+def test_reapplying_replaces_and_watch_restores_the_rules(
+    lab: Lab, lock_down: LockDownCommand
+) -> None:
     lock_down("--hub", lab.hub)
     first = our_rules()
     assert lock_down("--hub", lab.hub) == ""  # nothing to (re)create: silent
