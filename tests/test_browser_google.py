@@ -35,6 +35,14 @@ def sign_in_with_google(
     are refused (by loopback_context) and forgotten: they are not kernelhub's."""
     page.goto(google.hub.url)
     page.wait_for_url(re.compile(r"/hub/login"))
+    # kernelhub's page, saying which sign-in this hub uses
+    assert page.title() == "kernelhub"
+    assert page.locator('#kernelhub-brand img[alt="kernelhub logo"]').is_visible()
+    said = page.locator("#kernelhub-sign-in").inner_text()
+    assert (
+        " ".join(said.split())
+        == f"This hub uses Google sign-in: use your Google account in {GOOGLE_DOMAIN}."
+    )
     steps.shot("hub-sign-in-page")
     before_provider = len(blocked)
     page.get_by_text("Sign in with Google").click()

@@ -189,6 +189,8 @@ def test_the_wheel_holds_the_files_installed_code_reads(wheel: Path) -> None:
         "kernelhub/contract.py",
         "kernelhub/hubapp/templates/home.html",
         "kernelhub/hubapp/templates/spawn.html",
+        "kernelhub/hubapp/templates/page.html",
+        "kernelhub/hubapp/static/kernelhub-logo.svg",
         "kernelhub/hubapp/openapi.json",
         "kernelhub/quotas/openapi.json",
         "kernelhub/quotas/mining_signatures.toml",

@@ -81,7 +81,7 @@ def test_a_stop_is_shown_on_the_next_visit_with_runtime_server_time_and_reason(
     assert "alert alert-danger" in response.text
     assert old not in text, "stops older than a day are not shown"
     # the server list is still there, below the notices
-    assert text.index(SESSION_STOP) < text.index("Named Servers")
+    assert text.index(SESSION_STOP) < text.index("Your runtimes")
 
 
 def test_a_warning_is_shown_while_its_runtime_runs_and_not_once_it_stopped(
@@ -245,7 +245,7 @@ def test_an_unreadable_quota_store_leaves_the_home_page_without_notices(
     client.close()
 
     assert response.status_code == 200, response.text
-    assert "Named Servers" in text_of(response.text)
+    assert "Your runtimes" in text_of(response.text)
     assert "kernelhub-notices" not in response.text
     assert SESSION_STOP not in text_of(response.text)
     assert f"Quota notices for {username} left out (quota store unreadable)" in broken.log()

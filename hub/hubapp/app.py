@@ -7,11 +7,13 @@ from typing import Any
 
 from jupyterhub.app import JupyterHub
 from tornado.ioloop import PeriodicCallback
-from traitlets import Bool, List, Unicode
+from traitlets import Bool, List, Unicode, default
 
 from kernelhub import __version__
 from kernelhub.executor import run_blocking
 from kernelhub.hubapp.api import kernelhub_api_handlers
+from kernelhub.hubapp.branding import LOGO_FILE, add_base_templates, sign_in_method
+from kernelhub.hubapp.home import runtimes_template_var
 from kernelhub.quotagate.gate import QuotaGate
 from kernelhub.quotagate.notices import notices_template_var
 from kernelhub.runtimes.catalog import RuntimeCatalog
@@ -40,14 +42,29 @@ class KernelHubApp(JupyterHub):
         help="Lines `kernelhub up` logs once logging is set up: which backends and why.",
     ).tag(config=True)
 
+    @default("logo_file")
+    def _kernelhub_logo(self) -> str:
+        # the nav bar's logo on every hub page (c.JupyterHub.logo_file replaces it)
+        return LOGO_FILE
+
     def load_config_file(self, *args: Any, **kwargs: Any) -> None:
         """`kernelhub up` has already merged the config file into self.config."""
 
     def init_tornado_settings(self) -> None:
-        # the home page's quota notices, next to whatever template_vars the config sets
+        # the home page's quota notices and runtime list, and the sign-in page's
+        # "which sign-in", next to whatever template_vars the config sets
         configured = dict(self.template_vars)  # type: ignore[has-type]  # untyped upstream
-        self.template_vars = {"kernelhub_notices": notices_template_var, **configured}
+        self.template_vars = {
+            "kernelhub_notices": notices_template_var,
+            "kernelhub_runtimes": runtimes_template_var,
+            "kernelhub_sign_in": lambda user: sign_in_method(self.authenticator),
+            **configured,
+        }
         super().init_tornado_settings()
+        # kernelhub's page.html, login.html... extend the templates they replace
+        if not add_base_templates(self.tornado_settings["jinja2_env"]):
+            # every page of ours would fail to render: better not to start
+            raise RuntimeError("kernelhub's page templates cannot load: unexpected Jinja loader")
 
     def init_handlers(self) -> None:
         super().init_handlers()
