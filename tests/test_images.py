@@ -67,10 +67,9 @@ def engine() -> docker.DockerClient:
     pytest.fail(f"these tests need a Docker engine: {problem}", pytrace=False)
 
 
-@pytest.fixture(scope="module")
-def test_image(engine: docker.DockerClient) -> str:
-    """The test image, which must already be built from the current sources."""
-    plan = img.plan_build(IMAGES_DIR, "test")
+def built_from_these_sources(engine: docker.DockerClient, name: str) -> str:
+    """The tag of image NAME, which must already be built from the current sources."""
+    plan = img.plan_build(IMAGES_DIR, name)
     try:
         want = img.wanted_hash(engine, plan)
     except img.ImageError as e:
@@ -78,14 +77,26 @@ def test_image(engine: docker.DockerClient) -> str:
     else:
         problem = ""
     if problem:
-        pytest.fail(f"{problem}; then run `kernelhub images build test`", pytrace=False)
-    image = find_image(engine, TEST_IMAGE)
+        pytest.fail(f"{problem}; then run `kernelhub images build {name}`", pytrace=False)
+    image = find_image(engine, plan.tag)
     if image is None or image.labels.get(img.SOURCE_HASH_LABEL) != want:
         state = "missing" if image is None else "older than images/"
         pytest.fail(
-            f"{TEST_IMAGE} is {state}: run `kernelhub images build test` first", pytrace=False
+            f"{plan.tag} is {state}: run `kernelhub images build {name}` first", pytrace=False
         )
-    return TEST_IMAGE
+    return plan.tag
+
+
+@pytest.fixture(scope="module")
+def test_image(engine: docker.DockerClient) -> str:
+    tag = built_from_these_sources(engine, "test")
+    assert tag == TEST_IMAGE
+    return tag
+
+
+@pytest.fixture(scope="module")
+def cpu_image(engine: docker.DockerClient) -> str:
+    return built_from_these_sources(engine, "cpu")
 
 
 @pytest.mark.docker
@@ -382,3 +393,94 @@ def test_packages_and_diff_of_an_unknown_image_are_one_line(command: str) -> Non
         "Error: unknown image 'nonesuch': choose one of test, cpu, gpu"
     ]
     assert run.stdout == ""
+
+
+# --- the CPU runtime is clean: what a user runs first shows no red text -------------------
+
+# the seed notebook's check, as a user types it in a new CPU runtime
+SEED_CHECK = "import tensorflow as tf; print(repr(tf.test.gpu_device_name()))"
+MANIFEST = IMAGES_DIR / "common" / "packages.txt"
+MANIFEST_LINE = re.compile(
+    r"^(?P<name>[A-Za-z0-9][\w.-]*)==(?P<version>\S+)(?:\s+#\s*import:\s*(?P<module>\S+))?\s*$"
+)
+# the CPU image installs these packages of the manifest as their CPU-only builds, at the
+# manifest's versions (images/cpu/Dockerfile); the module a user imports stays the same
+CPU_BUILDS = {"tensorflow": "tensorflow-cpu"}
+
+
+def cpu_image_packages() -> list[tuple[str, str, str]]:
+    """(distribution, version, module) for each line of the manifest, as the CPU image
+    installs it."""
+    packages = []
+    for line in MANIFEST.read_text().splitlines():
+        match = MANIFEST_LINE.match(line)
+        if match is None:
+            assert not line.strip() or line.startswith("#"), f"{MANIFEST}: {line!r}"
+            continue
+        name = match["name"]
+        module = match["module"] or name.replace("-", "_")
+        packages.append((CPU_BUILDS.get(name, name), match["version"], module))
+    return packages
+
+
+def run_in(engine: docker.DockerClient, image: str, command: list[str]) -> Run:
+    """COMMAND in a container of IMAGE, as the image's user (jovyan) and without network,
+    the way a runtime of it runs; its stdout and its stderr apart."""
+    started = time.monotonic()
+    container = engine.containers.run(image, command, network_mode="none", detach=True)
+    try:
+        status = container.wait(timeout=240)["StatusCode"]
+        stdout = container.logs(stdout=True, stderr=False).decode(errors="replace")
+        stderr = container.logs(stdout=False, stderr=True).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    return Run(status, stdout, stderr, time.monotonic() - started)
+
+
+@pytest.mark.docker
+def test_the_seed_check_in_the_cpu_runtime_prints_only_its_answer(
+    engine: docker.DockerClient, cpu_image: str
+) -> None:
+    # no GPU here (none is requested), so TensorFlow's answer is '' and nothing else: no
+    # CUDA driver, cuInit or log-initialisation lines, which a notebook shows in red
+    run = run_in(engine, cpu_image, ["python3", "-c", SEED_CHECK])
+    assert run.returncode == 0, run
+    assert run.stdout == "''\n"
+    assert run.stderr == ""
+
+
+@pytest.mark.docker
+def test_the_cpu_runtime_holds_tensorflows_cpu_build_only(
+    engine: docker.DockerClient, cpu_image: str
+) -> None:
+    pinned = {module: pin for _, pin, module in cpu_image_packages()}["tensorflow"]
+    held = {canonical(p.name): p.version for p in pkgs.runtime_packages(engine, "cpu")}
+    assert held.get("tensorflow-cpu") == pinned, held
+    # the CUDA build installs the same `tensorflow` files: with both, the last one wins
+    assert "tensorflow" not in held, held
+
+
+@pytest.mark.docker
+def test_every_package_of_the_cpu_runtime_imports_without_a_word_on_stderr(
+    engine: docker.DockerClient, cpu_image: str
+) -> None:
+    # kernelhub-smoke-test writes only its failures to stderr, so when it passes anything
+    # there comes from a package while it imports or answers (a Python warning, a C++ log
+    # line): what counts as a warning is any byte on stderr. Its stdout is exactly its
+    # own report, so a package printing during its import shows up as well.
+    packages = cpu_image_packages()
+    assert ("tensorflow-cpu", "tensorflow") in {(n, m) for n, _, m in packages}  # the seed's
+    run = run_in(engine, cpu_image, ["kernelhub-smoke-test"])
+    assert run.returncode == 0, run
+    assert run.stderr == ""
+    lines = run.stdout.splitlines()
+    assert lines[0].startswith("python 3.11."), lines
+    assert lines[1:3] == [f"jupyterhub {version('jupyterhub')}", f"notebook {version('notebook')}"]
+    count = len(packages)
+    assert lines[3:] == [
+        *(f"import {module} ({name}=={pinned}) ... ok" for name, pinned, module in packages),
+        f"{count} of {count} packages in /opt/kernelhub/packages.txt import at their pinned "
+        "versions",
+        "gpu_device_name: ''",
+        "kernelhub-smoke-test: ok",
+    ]
