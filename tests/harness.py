@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import os
 import re
@@ -12,13 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html import unescape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import docker
 import httpx
 
 from kernelhub.launcher.credentials import CREDENTIALS_FILE, OPERATOR_TOKEN_FILE
@@ -491,3 +497,44 @@ def start_google_hub(
     client_id, secret = provider.register_client(f"{hub_url}/hub/oauth_callback")
     config = provider.google_config(client_id, secret, hub_url) + GOOGLE_POLICY
     return GoogleHub(hub_factory(config, name=name, port=port), provider, secret)
+
+
+@contextmanager
+def docker_engine(prefix: str, image: str) -> Iterator[docker.DockerClient]:
+    """The real engine, holding ``image``: no engine or no image fails loudly, never
+    skips. Afterwards every container and volume named ``prefix...`` is removed."""
+    client = docker.from_env()
+    try:
+        client.ping()
+        client.images.get(image)
+        yield client
+    finally:
+        for container in client.containers.list(all=True, filters={"name": prefix}):
+            container.remove(force=True)
+        for volume in client.volumes.list(filters={"name": prefix}):
+            volume.remove(force=True)
+        client.close()
+
+
+def tiny_wheel(module: str, source: str) -> tuple[str, bytes]:
+    """A one-module wheel made here (runtimes have no package index to install from):
+    its file name and bytes, with a RECORD of real hashes, as pip checks them."""
+    dist_info = f"{module}-1.0.dist-info"
+    files = {
+        f"{module}.py": source.encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n".encode(),
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: kernelhub-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n"
+        ),
+    }
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    files[f"{dist_info}/RECORD"] = ("\n".join([*record, f"{dist_info}/RECORD,,"]) + "\n").encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return f"{module}-1.0-py3-none-any.whl", buffer.getvalue()

@@ -20,6 +20,7 @@ import pytest
 from harness import (
     KERNELHUB,
     HubProcess,
+    docker_engine,
     server_path,
     start_runtime,
     stop_all_runtimes,
@@ -53,15 +54,8 @@ c.Spawner.http_timeout = 120
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    client.ping()  # no engine: this fails loudly, never skips
-    client.images.get(TEST_IMAGE)
-    yield client
-    for container in client.containers.list(all=True, filters={"name": PREFIX}):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters={"name": PREFIX}):
-        volume.remove(force=True)
-    client.close()
+    with docker_engine(PREFIX, TEST_IMAGE) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

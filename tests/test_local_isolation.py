@@ -13,13 +13,12 @@ import pwd
 import re
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import HubProcess, runtime_pids, server_path, start_runtime, wait_until
+from harness import HubProcess, runtime_pids, server_path, start_runtime, tiny_wheel, wait_until
 from kernels import RuntimeClient
 
 from kernelhub.quotas.hub_api import HubApi
@@ -413,7 +412,7 @@ def test_notebook_terminals_pip_user_and_snippets_work_in_the_sandbox(
     snippets = alice.get("kernelhub-snippets/snippets")
     assert snippets.status_code == 200 and snippets.json()
     home = alice.run("import os; print(os.path.expanduser('~'))").ok().strip()
-    wheel = _tiny_wheel()
+    wheel = tiny_wheel("khdemo", "ANSWER = 42\n")
     alice.run(f"open({home + '/' + wheel[0]!r}, 'wb').write({wheel[1]!r})").ok()
     installed = alice.run(
         "import subprocess, sys\n"
@@ -425,25 +424,6 @@ def test_notebook_terminals_pip_user_and_snippets_work_in_the_sandbox(
     ).ok()
     assert installed.startswith("0 "), installed
     assert "42" in installed.splitlines()[-1] or "42" in installed
-
-
-def _tiny_wheel() -> tuple[str, bytes]:
-    import io
-
-    name = "khdemo-1.0-py3-none-any.whl"
-    files = {
-        "khdemo.py": "ANSWER = 42\n",
-        "khdemo-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: khdemo\nVersion: 1.0\n",
-        "khdemo-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
-        "Root-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = "".join(f"{path},,\n" for path in files) + "khdemo-1.0.dist-info/RECORD,,\n"
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as wheel:
-        for path, text in files.items():
-            wheel.writestr(path, text)
-        wheel.writestr("khdemo-1.0.dist-info/RECORD", record)
-    return name, buffer.getvalue()
 
 
 @pytest.fixture(autouse=True)

@@ -10,18 +10,15 @@ to themselves, and leave the server's installation and HTTP behaviour alone.
 from __future__ import annotations
 
 import base64
-import hashlib
-import io
 import re
 import secrets
-import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import docker
 import httpx
 import pytest
-from harness import HubProcess, start_runtime, stop_all_runtimes
+from harness import HubProcess, docker_engine, start_runtime, stop_all_runtimes, tiny_wheel
 from kernels import RuntimeClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -45,15 +42,8 @@ c.Spawner.http_timeout = 120
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    client.ping()  # no engine: this fails loudly, never skips
-    client.images.get(TEST_IMAGE)
-    yield client
-    for container in client.containers.list(all=True, filters={"name": PREFIX}):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters={"name": PREFIX}):
-        volume.remove(force=True)
-    client.close()
+    with docker_engine(PREFIX, TEST_IMAGE) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -244,36 +234,14 @@ def test_user_config_and_user_site_packages_cannot_change_the_server(
     assert "ipykernel" in ran  # the user's own kernel does load their site-packages
 
 
-def probe_wheel() -> bytes:
-    """A one-module wheel, made here: the runtime has no package index to install from."""
-    files = {
-        "khprobe/__init__.py": b"VALUE = 42\n",
-        "khprobe-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: khprobe\nVersion: 1.0\n",
-        "khprobe-1.0.dist-info/WHEEL": (
-            b"Wheel-Version: 1.0\nGenerator: kernelhub-tests\nRoot-Is-Purelib: true\n"
-            b"Tag: py3-none-any\n"
-        ),
-    }
-    record = []
-    for name, data in files.items():
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{name},sha256={digest},{len(data)}")
-    record.append("khprobe-1.0.dist-info/RECORD,,")
-    files["khprobe-1.0.dist-info/RECORD"] = ("\n".join(record) + "\n").encode()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 def test_pip_install_lands_on_the_users_drive(hub: HubProcess, alice: RuntimeClient) -> None:
-    wheel = base64.b64encode(probe_wheel()).decode()
+    name, data = tiny_wheel("khprobe", "VALUE = 42\n")
+    wheel = base64.b64encode(data).decode()
     install = (
         runtime(hub, "alice")
         .run(  # today's server (restarted above)
             "import base64, os, subprocess, sys\n"
-            "path = os.path.expanduser('~/khprobe-1.0-py3-none-any.whl')\n"
+            f"path = os.path.expanduser('~/' + {name!r})\n"
             f"open(path, 'wb').write(base64.b64decode('{wheel}'))\n"
             "done = subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index',\n"
             "    '--disable-pip-version-check', path], capture_output=True, text=True)\n"

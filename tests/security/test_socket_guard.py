@@ -22,7 +22,14 @@ import docker
 import docker.errors
 import httpx
 import pytest
-from harness import HubProcess, free_port, start_runtime, stop_all_runtimes, wait_until
+from harness import (
+    HubProcess,
+    docker_engine,
+    free_port,
+    start_runtime,
+    stop_all_runtimes,
+    wait_until,
+)
 from socket_guard_cases import (
     CREATE_ATTACKS,
     DRIVE,
@@ -61,17 +68,14 @@ class Guard:
 
 @pytest.fixture(scope="module")
 def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    client.ping()  # no engine: this fails loudly, never skips
-    client.images.get(TEST_IMAGE)
-    client.networks.create(NETWORK)
-    yield client
-    for container in client.containers.list(all=True, filters={"name": PREFIX}):
-        container.remove(force=True)
-    for volume in client.volumes.list(filters={"name": PREFIX}):
-        volume.remove(force=True)
-    client.networks.get(NETWORK).remove()
-    client.close()
+    with docker_engine(PREFIX, TEST_IMAGE) as client:
+        network = client.networks.create(NETWORK)
+        try:
+            yield client
+        finally:
+            for container in client.containers.list(all=True, filters={"name": PREFIX}):
+                container.remove(force=True)  # before the network they are on
+            network.remove()
 
 
 def sleeper(
