@@ -147,3 +147,41 @@ def _execute_request(msg_id: str, code: str) -> dict[str, Any]:
         },
         "channel": "shell",
     }
+
+
+# ---- a user's attempts to change their own server -------------------------------------------
+
+REWRITTEN_HEADER = "X-Kernelhub-Rewritten"
+PLANT_SERVER_REWRITES = f"""
+import os, site
+os.makedirs(os.path.expanduser("~/.jupyter"), exist_ok=True)
+with open(os.path.expanduser("~/.jupyter/jupyter_server_config.py"), "w") as f:
+    f.write("c.ServerApp.tornado_settings = {{'headers': {{'{REWRITTEN_HEADER}': '1'}}}}\\n")
+os.makedirs(site.getusersitepackages(), exist_ok=True)
+with open(os.path.join(site.getusersitepackages(), "kernelhub_probe.pth"), "w") as f:
+    f.write("import os, sys; open(os.path.expanduser('~/pth-ran-%d' % os.getpid()), 'w')"
+            ".write(' '.join(sys.orig_argv))\\n")
+print("planted")
+"""
+
+
+def plant_server_rewrites(client: RuntimeClient) -> None:
+    """From the runtime's kernel, onto the drive: a user Jupyter config that adds
+    ``REWRITTEN_HEADER`` to every answer, and a user-site ``.pth`` file that records
+    the command line of every process that runs it."""
+    assert client.run(PLANT_SERVER_REWRITES).ok().strip() == "planted"
+
+
+def assert_server_not_rewritten(client: RuntimeClient) -> None:
+    """The restarted server ignored both: no header, and no server process ran the
+    ``.pth`` file, while the user's kernels did (their site-packages are theirs)."""
+    response = client.get("api/status")
+    assert response.status_code == 200
+    assert REWRITTEN_HEADER.lower() not in {k.lower() for k in response.headers}
+    ran = client.run(
+        "import glob, os\n"
+        "for path in glob.glob(os.path.expanduser('~/pth-ran-*')):\n"
+        "    print(open(path).read())"
+    ).ok()
+    assert "singleuser" not in ran and "kernelhub-runtime" not in ran, ran
+    assert "ipykernel" in ran

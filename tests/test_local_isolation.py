@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from harness import HubProcess, runtime_pids, server_path, start_runtime, tiny_wheel, wait_until
-from kernels import RuntimeClient
+from kernels import RuntimeClient, assert_server_not_rewritten, plant_server_rewrites
 
 from kernelhub.quotas.hub_api import HubApi
 from kernelhub.quotas.runtimes import ProcessScanner
@@ -368,37 +368,14 @@ def test_files_on_the_drive_survive_stop_and_start(hub: HubProcess, tokens: dict
     assert pwd.getpwuid(drive.stat().st_uid).pw_name.startswith("kh-erin-")
 
 
-PLANT_USER_CONFIG = """
-import os, site
-os.makedirs(os.path.expanduser("~/.jupyter"), exist_ok=True)
-with open(os.path.expanduser("~/.jupyter/jupyter_server_config.py"), "w") as f:
-    f.write("c.ServerApp.tornado_settings = {'headers': {'X-Kernelhub-Rewritten': '1'}}\\n")
-os.makedirs(site.getusersitepackages(), exist_ok=True)
-with open(os.path.join(site.getusersitepackages(), "kernelhub_probe.pth"), "w") as f:
-    f.write("import os, sys; open(os.path.expanduser('~/pth-ran-%d' % os.getpid()), 'w')"
-            ".write(' '.join(sys.orig_argv))\\n")
-print("planted")
-"""
-
-
 def test_user_config_and_user_site_packages_cannot_change_the_server(
     hub: HubProcess, tokens: dict[str, str]
 ) -> None:
     frank = hub.token("frank")
     tokens = {**tokens, "frank": frank}
-    assert runtime(hub, tokens, "frank").run(PLANT_USER_CONFIG).ok().strip() == "planted"
+    plant_server_rewrites(runtime(hub, tokens, "frank"))
     stop(hub, frank, "frank")
-    again = runtime(hub, tokens, "frank")
-    response = again.get("api/status")
-    assert response.status_code == 200
-    assert "x-kernelhub-rewritten" not in {k.lower() for k in response.headers}
-    ran = again.run(
-        "import glob, os\n"
-        "for path in glob.glob(os.path.expanduser('~/pth-ran-*')):\n"
-        "    print(open(path).read())"
-    ).ok()
-    assert "singleuser" not in ran, ran  # no server process ran the user's .pth
-    assert "ipykernel" in ran  # their kernels do: `pip install --user` is for them
+    assert_server_not_rewritten(runtime(hub, tokens, "frank"))  # the drive keeps both
 
 
 def test_notebook_terminals_pip_user_and_snippets_work_in_the_sandbox(

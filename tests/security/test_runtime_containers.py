@@ -19,7 +19,7 @@ import docker
 import httpx
 import pytest
 from harness import HubProcess, docker_engine, start_runtime, stop_all_runtimes, tiny_wheel
-from kernels import RuntimeClient
+from kernels import RuntimeClient, assert_server_not_rewritten, plant_server_rewrites
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -195,21 +195,6 @@ def test_no_runtime_image_lets_its_user_rewrite_the_server(
     assert "WROTE" not in output and output.count("refused 13") == 4, output
 
 
-CONFIGURED_HEADER = "X-Kernelhub-Rewritten"
-USER_CONFIG = f"""
-import os
-os.makedirs(os.path.expanduser("~/.jupyter"), exist_ok=True)
-with open(os.path.expanduser("~/.jupyter/jupyter_server_config.py"), "w") as f:
-    f.write("c.ServerApp.tornado_settings = {{'headers': {{'{CONFIGURED_HEADER}': '1'}}}}\\n")
-import site
-os.makedirs(site.getusersitepackages(), exist_ok=True)
-with open(os.path.join(site.getusersitepackages(), "kernelhub_probe.pth"), "w") as f:
-    f.write("import os, sys; open(os.path.expanduser('~/pth-ran-%d' % os.getpid()), 'w')"
-            ".write(' '.join(sys.orig_argv))\\n")
-print("planted")
-"""
-
-
 def restart(hub: HubProcess, user: str) -> RuntimeClient:
     with hub.api(hub.token(user)) as api:
         stop_all_runtimes(api, user)
@@ -219,19 +204,8 @@ def restart(hub: HubProcess, user: str) -> RuntimeClient:
 def test_user_config_and_user_site_packages_cannot_change_the_server(
     hub: HubProcess, alice: RuntimeClient
 ) -> None:
-    assert alice.run(USER_CONFIG).ok().strip() == "planted"
-    restarted = restart(hub, "alice")  # the drive keeps both files
-    response = restarted.get("api/status")
-    assert response.status_code == 200
-    assert CONFIGURED_HEADER.lower() not in {k.lower() for k in response.headers}
-    # the .pth file ran in no server process (a kernel may run it: that is the user's)
-    ran = restarted.run(
-        "import glob, os\n"
-        "for path in glob.glob(os.path.expanduser('~/pth-ran-*')):\n"
-        "    print(open(path).read())"
-    ).ok()
-    assert "singleuser" not in ran and "kernelhub-runtime" not in ran, ran
-    assert "ipykernel" in ran  # the user's own kernel does load their site-packages
+    plant_server_rewrites(alice)
+    assert_server_not_rewritten(restart(hub, "alice"))  # the drive keeps both files
 
 
 def test_pip_install_lands_on_the_users_drive(hub: HubProcess, alice: RuntimeClient) -> None:
