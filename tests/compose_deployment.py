@@ -143,6 +143,15 @@ def hub_token(deployment: dict[str, Any], user: str) -> str:
     return issued.stdout.strip()
 
 
+def hub_api(deployment: dict[str, Any], user: str) -> httpx.Client:
+    """A client of the deployment's hub REST API with a fresh token of ``user``."""
+    return httpx.Client(
+        base_url=f"{deployment['url']}/hub/api/",
+        timeout=30,
+        headers={"Authorization": f"token {hub_token(deployment, user)}"},
+    )
+
+
 def docker_cli(*args: str) -> str:
     done = subprocess.run(
         ["docker", *args], capture_output=True, text=True, timeout=60, check=False

@@ -23,6 +23,7 @@ from compose_deployment import (
     USER,
     deployment_containers,
     docker_cli,
+    hub_api,
     hub_token,
 )
 from harness import free_port, start_runtime, stop_all_runtimes, wait_until
@@ -33,11 +34,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.compose, pytest.mark.slow]
 def test_the_deployment_spawns_a_runtime_on_the_runtimes_network(
     deployment: dict[str, Any],
 ) -> None:
-    with httpx.Client(
-        base_url=f"{deployment['url']}/hub/api/",
-        timeout=30,
-        headers={"Authorization": f"token {hub_token(deployment, USER)}"},
-    ) as api:
+    with hub_api(deployment, USER) as api:
         model = start_runtime(api, USER, "", "cpu")
         try:
             status_url = f"{deployment['url']}{model['url']}api/status"
@@ -72,14 +69,7 @@ def test_a_runtime_reaches_the_hub_and_nothing_else_of_the_deployment(
         stderr=subprocess.DEVNULL,
     )
     users = [f"{USER}reach", f"{USER}other"]
-    clients = [
-        httpx.Client(
-            base_url=f"{deployment['url']}/hub/api/",
-            timeout=30,
-            headers={"Authorization": f"token {hub_token(deployment, user)}"},
-        )
-        for user in users
-    ]
+    clients = [hub_api(deployment, user) for user in users]
     try:
         for api, user in zip(clients, users, strict=True):
             start_runtime(api, user, "", "cpu")
@@ -126,11 +116,7 @@ def test_the_quota_daemon_reads_runtimes_without_their_tokens_and_stops_none(
     deployment: dict[str, Any],
 ) -> None:
     user = f"{USER}ro"
-    with httpx.Client(
-        base_url=f"{deployment['url']}/hub/api/",
-        timeout=30,
-        headers={"Authorization": f"token {hub_token(deployment, user)}"},
-    ) as api:
+    with hub_api(deployment, user) as api:
         start_runtime(api, user, "", "cpu")
         try:
             probe = docker_cli(
@@ -184,8 +170,7 @@ def test_the_socket_proxy_refuses_what_the_spawner_does_not_need(
 
 def test_the_quota_daemon_runs_with_its_store_in_postgresql(deployment: dict[str, Any]) -> None:
     url = deployment["url"]
-    with httpx.Client(base_url=f"{url}/hub/api/", timeout=30) as api:
-        api.headers["Authorization"] = f"token {hub_token(deployment, 'admin')}"
+    with hub_api(deployment, "admin") as api:
         service = api.get("services/kernelhub-quotas")
         assert service.status_code == 200, service.text
         # the quotad container, not a process of the hub's
@@ -240,11 +225,7 @@ def test_the_quota_daemon_accounts_a_runtime_containers_cpu_time(
         seen.append(float(body["totals"]["cpu_hours"]) if body["days"] else -1.0)
         return seen[-1]
 
-    with httpx.Client(
-        base_url=f"{url}/hub/api/",
-        timeout=30,
-        headers={"Authorization": f"token {hub_token(deployment, user)}"},
-    ) as api:
+    with hub_api(deployment, user) as api:
         start_runtime(api, user, "", "cpu")
         try:
             # counted from the daemon's first sight of the runtime (a usage row) on

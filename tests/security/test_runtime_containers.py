@@ -60,20 +60,20 @@ def runtime(hub: HubProcess, user: str) -> RuntimeClient:
     return RuntimeClient.of(hub.url, user, "", token)
 
 
+def running(hub: HubProcess, user: str) -> Iterator[RuntimeClient]:
+    yield runtime(hub, user)
+    with hub.api(hub.token(user)) as api:
+        stop_all_runtimes(api, user)
+
+
 @pytest.fixture(scope="module")
 def alice(hub: HubProcess) -> Iterator[RuntimeClient]:
-    client = runtime(hub, "alice")
-    yield client
-    with hub.api(hub.token("alice")) as api:
-        stop_all_runtimes(api, "alice")
+    yield from running(hub, "alice")
 
 
 @pytest.fixture(scope="module")
 def bob(hub: HubProcess) -> Iterator[RuntimeClient]:
-    client = runtime(hub, "bob")
-    yield client
-    with hub.api(hub.token("bob")) as api:
-        stop_all_runtimes(api, "bob")
+    yield from running(hub, "bob")
 
 
 def container_of(engine: docker.DockerClient, user: str) -> Any:
