@@ -144,6 +144,10 @@ class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
         env: dict[str, str] = super().get_env()
         env.update(self.runtime_env())
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(self.gpu_ids) or "void"
+        # the NVIDIA runtime shows a container its own GPUs only, numbered from 0 whatever
+        # their host indexes: CUDA_VISIBLE_DEVICES=<host index> would hide a runtime's
+        # GPU from it (given host GPU 1, it would look for a second one)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(self.gpu_ids)))
         return env
 
     async def create_object(self) -> Any:

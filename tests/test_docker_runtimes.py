@@ -222,8 +222,13 @@ def test_concurrent_gpu_spawns_never_share_a_gpu(
         wait_until(settled, timeout=180, what="every accepted GPU spawn to finish")
         running = [u for u in accepted if clients[u].get(f"users/{u}").json()["servers"]]
         assert len(running) == 4
-        gpus = [containers_of(engine, u)[0].labels["org.kernelhub.gpus"] for u in running]
+        containers = [containers_of(engine, u)[0] for u in running]
+        gpus = [c.labels["org.kernelhub.gpus"] for c in containers]
         assert sorted(gpus) == ["0", "1", "2", "3"]
+        for container in containers:  # host GPU n is the container's GPU 0
+            env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"])
+            assert env["NVIDIA_VISIBLE_DEVICES"] == container.labels["org.kernelhub.gpus"]
+            assert env["CUDA_VISIBLE_DEVICES"] == "0"
         for user in set(users) - set(running):
             assert containers_of(engine, user) == []
     finally:

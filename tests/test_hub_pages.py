@@ -249,7 +249,7 @@ def test_user_text_in_the_runtime_table_is_escaped() -> None:
         .get_template("kernelhub-runtimes.html")
         .render(
             **page_vars(
-                kernelhub_runtimes=lambda: HomeRuntimes(rows, "a <b>note</b>"),
+                kernelhub_runtimes=lambda: HomeRuntimes(rows, "a <b>note</b>", "off"),
                 user={"escaped_name": "ann"},
                 allow_named_servers=True,
                 named_server_limit_per_user=0,

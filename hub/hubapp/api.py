@@ -18,7 +18,7 @@ from jupyterhub.utils import maybe_future
 from tornado import web
 
 from kernelhub.executor import run_blocking
-from kernelhub.hubapp.errors import http_refusal
+from kernelhub.hubapp.errors import http_refusal, json_object
 from kernelhub.hubapp.kernel_reports import kernel_report_handlers
 from kernelhub.launcher.credentials import new_password
 from kernelhub.launcher.up import OPERATOR_SERVICE
@@ -218,20 +218,6 @@ def local_authenticator(handler: APIHandler) -> LocalPasswordAuthenticator:
             409,
         )
     return authenticator
-
-
-def json_object(handler: APIHandler, fields: frozenset[str]) -> dict[str, Any]:
-    """The request's JSON body: an object with no fields but ``fields`` (empty: {})."""
-    body = handler.get_json_body()  # 400 with a message when it is no JSON
-    if body is None:
-        return {}
-    if not isinstance(body, dict):
-        raise http_refusal("the request body must be a JSON object")
-    unknown = sorted(set(body) - fields)
-    if unknown:
-        allowed = ", ".join(sorted(fields)) or "none"
-        raise http_refusal(f"unknown field(s) {', '.join(unknown)} (allowed: {allowed})")
-    return body
 
 
 def _check_may_sign_in(authenticator: LocalPasswordAuthenticator, name: str) -> None:

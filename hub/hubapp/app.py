@@ -14,6 +14,8 @@ from kernelhub.executor import run_blocking
 from kernelhub.hubapp.api import kernelhub_api_handlers
 from kernelhub.hubapp.branding import LOGO_FILE, add_base_templates, sign_in_method
 from kernelhub.hubapp.home import runtimes_template_var
+from kernelhub.hubapp.runtime_switch import runtime_switch_handlers
+from kernelhub.hubapp.user_runtimes import user_runtimes_handlers
 from kernelhub.quotagate.gate import QuotaGate
 from kernelhub.quotagate.notices import notices_template_var
 from kernelhub.runtimes.catalog import RuntimeCatalog
@@ -69,7 +71,8 @@ class KernelHubApp(JupyterHub):
     def init_handlers(self) -> None:
         super().init_handlers()
         # in front of JupyterHub's own routes, so ours answer first
-        self.handlers[0:0] = self.add_url_prefix(self.hub_prefix, kernelhub_api_handlers())
+        ours = [*kernelhub_api_handlers(), *runtime_switch_handlers(), *user_runtimes_handlers()]
+        self.handlers[0:0] = self.add_url_prefix(self.hub_prefix, ours)
 
     async def init_spawners(self) -> Any:
         for note in self.startup_notes:

@@ -81,6 +81,7 @@ class RuntimeRow:
 class HomeRuntimes:
     rows: list[RuntimeRow]
     note: str  # why time left is absent or unknown; "" when it is known
+    limits: Limits | str  # the user's effective limits, or QUOTAS_OFF / UNREADABLE
 
 
 def format_span(span: timedelta) -> str:
@@ -237,7 +238,7 @@ async def home_runtimes(user: Any) -> HomeRuntimes:
         spawn_url,
     )
     note = NOTES.get(limits, "") if running and isinstance(limits, str) else ""
-    return HomeRuntimes(rows, note)
+    return HomeRuntimes(rows, note, limits)
 
 
 def runtimes_template_var(user: Any) -> Callable[[], Awaitable[HomeRuntimes]]:

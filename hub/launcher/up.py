@@ -249,8 +249,15 @@ def _choose_authenticator(
         raise StartupError(str(e)) from None
 
 
-# JupyterHub's `server` role, plus reading the user's activity (its quota notices among it)
-RUNTIME_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", "read:users:activity!user"]
+# a runtime's own token (JUPYTERHUB_API_TOKEN, which its user's code can read): its
+# activity and kernel reports, its user's quota notices, and its user's own servers
+# (the notebook's Runtime menu: change type, list, stop), nothing of anyone else's
+RUNTIME_TOKEN_SCOPES = [
+    "users:activity!user",
+    "access:servers!server",
+    "read:users:activity!user",
+    "servers!user",
+]
 
 
 def _url_host(ip: str) -> str:

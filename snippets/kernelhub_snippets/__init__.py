@@ -28,11 +28,15 @@ def _load_jupyter_server_extension(serverapp: ServerApp) -> None:
     from kernelhub_snippets.handlers import load_extension
     from kernelhub_snippets.kernel_reports import load_kernel_reports
     from kernelhub_snippets.notices import load_notices
+    from kernelhub_snippets.resources import load_resources
+    from kernelhub_snippets.runtime_menu import load_runtime_menu
 
     load_extension(serverapp)
     load_notices(serverapp)  # kernelhub's quota notices, for the notebook to show
     # this runtime's kernel state, sent to the hub for the quota daemon's idle rule
     load_kernel_reports(serverapp)
+    load_runtime_menu(serverapp)  # the notebook's Runtime menu asks the hub through it
+    load_resources(serverapp)  # this runtime's RAM/CPU (its cgroup), drive and GPUs
 
 
 # the name jupyter_server 1.x looked for; kept so older servers load it too

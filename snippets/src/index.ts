@@ -25,6 +25,8 @@ import { askSnippetDetails, newSnippet } from './save';
 import { SnippetStore } from './store';
 import { ISnippet } from './types';
 import noticesPlugin from './noticesPlugin';
+import resourcesPlugin from './resourcesPlugin';
+import runtimeMenuPlugin from './runtimeMenu';
 
 export const CommandIDs = {
   open: 'kernelhub-snippets:open',
@@ -178,4 +180,4 @@ const plugin: JupyterFrontEndPlugin<void> = {
   }
 };
 
-export default [plugin, noticesPlugin];
+export default [plugin, noticesPlugin, resourcesPlugin, runtimeMenuPlugin];

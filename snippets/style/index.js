@@ -1,1 +1,3 @@
 import './base.css';
+import './runtime.css';
+import './resources.css';
