@@ -38,6 +38,7 @@ CLIENT_COMMANDS = {
     "quota": "kernelhub.clients.quota:quota",
     "user": "kernelhub.clients.user:user",
     "network": "kernelhub.clients.network:network",
+    "kubernetes": "kernelhub.runtimes.kubernetes:kubernetes",
 }
 
 

@@ -30,7 +30,7 @@ def render_runtime_form(view: RuntimeCatalogView, selected: str) -> str:
             attributes.append("disabled")
         elif runtime_type.name == selected:
             attributes.append("checked")
-        limits = _limits_text(runtime_type.mem_limit, runtime_type.cpu_limit, runtime_type.gpus)
+        limits = limits_text(runtime_type.mem_limit, runtime_type.cpu_limit, runtime_type.gpus)
         reason = (
             f'<div class="kh-unavailable text-danger small">Unavailable: '
             f"{escape(availability.reason)}</div>"
@@ -52,7 +52,7 @@ def render_runtime_form(view: RuntimeCatalogView, selected: str) -> str:
     )
 
 
-def _limits_text(mem_limit: str | None, cpu_limit: float | None, gpus: int) -> str:
+def limits_text(mem_limit: str | None, cpu_limit: float | None, gpus: int) -> str:
     parts = []
     if cpu_limit:
         parts.append(f"{cpu_limit:g} CPU core(s)")
