@@ -23,7 +23,8 @@ Environment variables (each is the same as its flag):
   KERNELHUB_PORT       --port       (default 8000)
   KERNELHUB_DB_URL     --db-url     (default sqlite in DATA_DIR; postgresql://... works)
   KERNELHUB_LOG_LEVEL  --log-level  (default INFO)
-  KERNELHUB_RUNTIMES   --runtimes   (default auto: Docker when usable, else local)
+  KERNELHUB_RUNTIMES   --runtimes   (default auto: a Docker Swarm the engine manages, else
+                                    Docker when usable, else local)
   KERNELHUB_SINGLE_USER --single-user (default unset: sandboxed local runtimes, many users)
 """
 
@@ -105,8 +106,9 @@ def main() -> None:
     envvar="KERNELHUB_RUNTIMES",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "local", "docker"], case_sensitive=False),
-    help="Runtime backend: Docker containers when an engine and the images are there (auto).",
+    type=click.Choice(["auto", "local", "docker", "swarm"], case_sensitive=False),
+    help="Runtime backend (auto: Swarm services when the engine manages a swarm, else "
+    "Docker containers when an engine and the images are there, else local processes).",
 )
 @click.option(
     "--single-user",

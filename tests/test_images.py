@@ -113,7 +113,7 @@ def test_unknown_image_name_is_one_line() -> None:
     assert run.returncode != 0
     assert run.stderr.splitlines() == [
         "Error: unknown image 'nonesuch': choose one of test, cpu, gpu, hub, docker-proxy, "
-        "ci-postgres"
+        "ci-postgres, registry, swarm-node"
     ]
     assert run.stdout == ""
 

@@ -89,7 +89,7 @@ class KernelHubApp(JupyterHub):
         catalog = RuntimeCatalog.instance(parent=self)
         inventory = GpuInventory.instance(parent=self)
         discovery = None
-        if not inventory.devices and inventory.use_nvml:
+        if not inventory.devices and not inventory.nodes and inventory.use_nvml:
             discovery = await run_blocking(discover_with_nvml)
         found = inventory.load(discovery)
         if found.devices:

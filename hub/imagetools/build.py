@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # the SDK is imported when used: `kernelhub` starts faster wi
     from docker.models.images import Image
 
 IMAGE_NAMES = ("test", "cpu", "gpu")  # runtime images: images/NAME, tag kernelhub/runtime-NAME
-SERVICE_NAMES = ("hub", "docker-proxy", "ci-postgres")  # the compose deployment's own images
+# the deployments' own images (registry: the swarm's; swarm-node: the swarm tests' workers)
+SERVICE_NAMES = ("hub", "docker-proxy", "ci-postgres", "registry", "swarm-node")
 BUILDABLE = IMAGE_NAMES + SERVICE_NAMES
 
 DEFAULT_BASE_TAG = "debian:bookworm-slim"

@@ -20,7 +20,7 @@ from kernelhub.signin.names import normalize_user_name
 LOCAL_ADMIN = "admin"
 
 
-RUNTIME_BACKENDS = ("auto", "local", "docker")
+RUNTIME_BACKENDS = ("auto", "local", "docker", "swarm")
 
 
 class BackendUnavailable(Exception):
@@ -40,6 +40,12 @@ def choose_spawner(
         return "Runtimes: spawner set by the config file (JupyterHub.spawner_class)"
     if runtimes != "local" and not single_user:
         check = check_engine(_default_runtime_image(file_config))
+        if check.usable and check.swarm_address and runtimes in ("auto", "swarm"):
+            _use_swarm(c, check.swarm_address)
+            return f"Runtimes: Docker Swarm services ({check.reason})"
+        if runtimes == "swarm":
+            why = check.reason if not check.usable else "the Docker engine manages no swarm"
+            raise BackendUnavailable(f"--runtimes swarm: {why} (`docker swarm init` makes one)")
         if check.usable:
             _use_docker(c, check.bridge_gateway)
             return f"Runtimes: Docker containers ({check.reason})"
@@ -48,8 +54,8 @@ def choose_spawner(
         why = check.reason
     else:
         why = f"--single-user {single_user}" if single_user else "--runtimes local"
-    if single_user and runtimes == "docker":
-        raise BackendUnavailable("--single-user runs local runtimes; drop --runtimes docker")
+    if single_user and runtimes in ("docker", "swarm"):
+        raise BackendUnavailable(f"--single-user runs local runtimes; drop --runtimes {runtimes}")
     return _use_local(c, file_config, data_dir, why, single_user)
 
 
@@ -115,6 +121,15 @@ def _use_docker(c: Config, bridge_gateway: str) -> None:
     # containers reach the hub's API on the engine's bridge, not on loopback
     c.JupyterHub.hub_ip = bridge_gateway
     c.JupyterHub.hub_connect_ip = bridge_gateway
+
+
+def _use_swarm(c: Config, manager_address: str) -> None:
+    from kernelhub.spawner.swarm_runtime import SwarmRuntimeSpawner
+
+    c.JupyterHub.spawner_class = SwarmRuntimeSpawner
+    # runtimes on any node reach the hub's API at the manager's swarm address
+    c.JupyterHub.hub_ip = manager_address
+    c.JupyterHub.hub_connect_ip = manager_address
 
 
 @dataclass(frozen=True)

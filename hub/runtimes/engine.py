@@ -19,6 +19,9 @@ class EngineCheck:
     usable: bool
     reason: str
     bridge_gateway: str = ""
+    # the engine manages a swarm: its address there and how many nodes are ready
+    swarm_address: str = ""
+    swarm_nodes: int = 0
 
 
 def check_engine(images: list[str]) -> EngineCheck:
@@ -41,6 +44,20 @@ def check_engine(images: list[str]) -> EngineCheck:
             )
         ipam = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
         gateway = ipam.get("Gateway") or _first_host(ipam["Subnet"])
+        swarm = client.info().get("Swarm") or {}
+        if swarm.get("ControlAvailable"):  # a manager: it can place services on any node
+            nodes = client.nodes.list(filters={"role": "worker"}) + client.nodes.list(
+                filters={"role": "manager"}
+            )
+            ready = sum(1 for n in nodes if n.attrs.get("Status", {}).get("State") == "ready")
+            return EngineCheck(
+                True,
+                f"the Docker engine manages a swarm of {ready} ready node(s) and has the "
+                "runtime images",
+                gateway,
+                swarm_address=str(swarm.get("NodeAddr") or ""),
+                swarm_nodes=ready,
+            )
         return EngineCheck(True, "a Docker engine answers and has the runtime images", gateway)
     except (docker.errors.DockerException, KeyError, IndexError) as e:
         return EngineCheck(False, f"the Docker engine could not be inspected ({_short(e)})")

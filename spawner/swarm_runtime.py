@@ -1,0 +1,206 @@
+"""Runtimes as Docker Swarm services: dockerspawner's SwarmSpawner, driven by runtime types.
+
+Everything DockerRuntimeSpawner guarantees holds here too (types decide image, limits
+and GPUs; labels; progress; refusals; nothing left behind); what changes is where a
+runtime runs:
+
+- a runtime is a one-task service, which Swarm places on a node; the hub reaches it
+  at that node's address, on a port published in host mode (no routing mesh, so a
+  runtime is reachable only where it runs);
+- GPUs are placed per node (``GpuInventory.nodes``): all of a runtime's GPUs on one
+  node, the service pinned there, and exactly those devices handed to it. Swarm's
+  generic resources do not isolate GPUs (every task on a node would see all of them
+  through the NVIDIA runtime), so kernelhub does not use them;
+- the drive follows the user: a named volume whose driver options (for example NFS
+  through Docker's local driver) make the same files appear on whichever node runs
+  the runtime. Without them, a user's runtimes are pinned to ``drive_node``;
+- images come from the deployment's own registry (``image_registry``), so a node that
+  joins can start any runtime type without a manual ``docker load``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import docker.errors
+from docker.types import DriverConfig, Mount, RestartPolicy
+from dockerspawner import SwarmSpawner
+from traitlets import Dict, Unicode
+
+from kernelhub.contract import DRIVE_LABEL
+from kernelhub.hubapp.errors import http_refusal
+from kernelhub.runtimes.gpus import NoFreeGpu
+from kernelhub.runtimes.types import RuntimeType
+
+from .docker_runtime import DRIVE_MOUNT, SITE_SNIPPETS_MOUNT, DockerRuntimeSpawner
+
+TMP_SIZE = 1 << 30  # bytes of /tmp in memory, charged to the runtime's memory limit
+
+
+class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[misc]
+    """Spawn each runtime as a one-task Swarm service from its runtime type's image."""
+
+    drive_driver_options = Dict(
+        help="""Docker local-driver options that make a user's drive the same on every
+        node, with {username} filled in, e.g. {"type": "nfs", "o":
+        "addr=10.0.0.5,rw,nfsvers=4.2", "device": ":/srv/kernelhub/drives/{username}"}.
+        Empty: drives are node-local and every runtime runs on `drive_node`.""",
+    ).tag(config=True)
+
+    drive_node = Unicode(
+        "",
+        help="""With node-local drives (no drive_driver_options): the node (hostname)
+        all runtimes run on, so each user's drive stays where it is. Empty: the
+        manager the hub talks to.""",
+    ).tag(config=True)
+
+    image_registry = Unicode(
+        "",
+        help="""The deployment's registry (host:port) the runtime images are pushed to;
+        services name their image there, so every node can pull it. Empty: images
+        must already be on every node.""",
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gpu_node = ""
+
+    # --- GPUs: one node's devices, the service pinned there ----------------------------
+    def take_gpus(self, runtime_type: RuntimeType) -> None:
+        self.release_gpus()
+        if not runtime_type.gpus:
+            return
+        try:
+            placement = self.gpu_inventory.place(
+                self.gpu_holder, runtime_type.gpus, runtime_type.gpu_sharing
+            )
+        except NoFreeGpu as e:
+            raise http_refusal(f"runtime type {runtime_type.name!r} is unavailable: {e}") from None
+        self.gpu_node, self.gpu_ids = placement.node, list(placement.gpu_ids)
+
+    def release_gpus(self) -> None:
+        super().release_gpus()
+        self.gpu_node = ""
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        from kernelhub.runtimes.node_gpus import placement_from_state
+
+        placement = placement_from_state(state) if state.get("gpu_node") else None
+        if placement is None:
+            super().load_state(state)
+            return
+        # the mixin would restore GPU ids without their node
+        SwarmSpawner.load_state(self, state)
+        self.runtime_type_name = state.get("runtime_type", "")
+        self.gpu_node, self.gpu_ids = placement.node, list(placement.gpu_ids)
+        sharing = (
+            self.catalog.get(self.runtime_type_name).gpu_sharing
+            if self.runtime_type_name in self.catalog.names
+            else False
+        )
+        self.gpu_inventory.restore_placement(self.gpu_holder, placement, sharing)
+
+    def get_state(self) -> dict[str, Any]:
+        from kernelhub.runtimes.node_gpus import Placement, placement_state
+
+        state = super().get_state()
+        if self.gpu_node:
+            state.update(placement_state(Placement(self.gpu_node, tuple(self.gpu_ids))))
+        return state
+
+    # --- the service -------------------------------------------------------------------
+    async def apply_runtime_type(self, runtime_type: RuntimeType) -> None:
+        await super().apply_runtime_type(runtime_type)
+        if self.image_registry and not self.image.startswith(f"{self.image_registry}/"):
+            self.image = f"{self.image_registry}/{self.image}"
+
+    async def ensure_drive(self) -> None:
+        """Nothing to create on the manager: each node makes the volume from the mount's
+        driver options when the task starts there."""
+
+    def drive_mount(self) -> Mount:
+        options = {k: str(self._render_templates(v)) for k, v in self.drive_driver_options.items()}
+        return Mount(
+            target=DRIVE_MOUNT,
+            source=self.drive_name,
+            type="volume",
+            labels={DRIVE_LABEL: self.user.name},
+            driver_config=DriverConfig("local", options) if options else None,
+        )
+
+    def service_mounts(self) -> list[Mount]:
+        mounts = [self.drive_mount()]
+        if self.site_snippets_volume:
+            mounts.append(
+                Mount(target=SITE_SNIPPETS_MOUNT, source=self.site_snippets_volume, read_only=True)
+            )
+        mounts.append(
+            Mount(target="/tmp", source="", type="tmpfs", tmpfs_size=TMP_SIZE, tmpfs_mode=0o1777)
+        )
+        return mounts
+
+    def placement_constraints(self) -> list[str]:
+        if self.gpu_node:
+            return [f"node.hostname=={self.gpu_node}"]
+        if not self.drive_driver_options and self.drive_node:
+            return [f"node.hostname=={self.drive_node}"]
+        return []
+
+    async def create_object(self) -> Any:
+        labels = self.runtime_labels()
+        self.extra_container_spec = {
+            "labels": labels,
+            "mounts": self.service_mounts(),
+            "cap_drop": ["ALL"],
+            "user": "jovyan",
+            "init": True,  # the server as PID 1 would ignore the stop signal
+        }
+        self.extra_placement_spec = {"constraints": self.placement_constraints()}
+        self.extra_task_spec = {"restart_policy": RestartPolicy(condition="none")}
+        # a port of the node the task runs on; the routing mesh would publish it on all
+        self.extra_endpoint_spec = {"ports": {None: (self.port, "tcp", "host")}}
+        self.extra_create_kwargs = {"labels": labels}
+        self.report_progress(40, f"Creating service {self.object_name}")
+        return await SwarmSpawner.create_object(self)
+
+    def get_env(self) -> dict[str, str]:
+        env = super().get_env()
+        if not self.gpu_ids:
+            env.pop("NVIDIA_VISIBLE_DEVICES", None)
+            env["NVIDIA_VISIBLE_DEVICES"] = "void"
+        return env
+
+    async def start_object(self) -> None:
+        self.report_progress(60, f"Waiting for Swarm to run {self.object_name}")
+        try:
+            await SwarmSpawner.start_object(self)
+        except RuntimeError as e:
+            await self.remove_object()
+            self.object_id = ""
+            raise http_refusal(f"the runtime could not start: {e}") from None
+        self.report_progress(80, "Waiting for Notebook 7 to answer")
+
+    async def poll(self) -> int | None:
+        status: int | None = await super().poll()
+        if status is not None and self.object_id:
+            # its task is gone (a drained or lost node, an exit): JupyterHub stops only
+            # servers that still run, so the service itself would stay behind
+            with contextlib.suppress(docker.errors.NotFound):
+                await self.remove_object()
+            self.object_id = ""
+        return status
+
+    async def get_ip_and_port(self) -> tuple[str, int]:
+        """The node running the task, and the port published there."""
+        task = await self.get_task()
+        if not task:
+            raise RuntimeError(f"service {self.service_name} has no task")
+        node = await self.docker("inspect_node", task["NodeID"])
+        address = str(node["Status"].get("Addr") or "")
+        if address in ("", "0.0.0.0"):  # a manager may report none: its manager address
+            address = str(node.get("ManagerStatus", {}).get("Addr", "")).rsplit(":", 1)[0]
+        for port in (task.get("Status", {}).get("PortStatus", {}) or {}).get("Ports", []):
+            if port.get("TargetPort") == self.port:
+                return address, int(port["PublishedPort"])
+        raise RuntimeError(f"service {self.service_name} publishes no port {self.port}")
