@@ -39,7 +39,9 @@ def choose_spawner(
     if "spawner_class" in file_config.get("JupyterHub", {}):
         return "Runtimes: spawner set by the config file (JupyterHub.spawner_class)"
     if runtimes != "local" and not single_user:
-        check = check_engine(_default_runtime_image(file_config))
+        check = check_engine(
+            _default_runtime_image(file_config), look_for_swarm=runtimes in ("auto", "swarm")
+        )
         if check.usable and check.swarm_address and runtimes in ("auto", "swarm"):
             _use_swarm(c, check.swarm_address)
             return f"Runtimes: Docker Swarm services ({check.reason})"

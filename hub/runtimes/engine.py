@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import docker
@@ -24,8 +24,10 @@ class EngineCheck:
     swarm_nodes: int = 0
 
 
-def check_engine(images: list[str]) -> EngineCheck:
-    """Does a Docker engine answer, and are the runtime images there? Blocking."""
+def check_engine(images: list[str], look_for_swarm: bool = False) -> EngineCheck:
+    """Does a Docker engine answer, and are the runtime images there? Blocking.
+
+    ``look_for_swarm``: also whether it manages a swarm (``swarm_address``)."""
     import docker
     import docker.errors
 
@@ -44,7 +46,7 @@ def check_engine(images: list[str]) -> EngineCheck:
             )
         ipam = client.networks.get("bridge").attrs["IPAM"]["Config"][0]
         gateway = ipam.get("Gateway") or _first_host(ipam["Subnet"])
-        swarm = client.info().get("Swarm") or {}
+        swarm = _swarm_of(client) if look_for_swarm else {}
         if swarm.get("ControlAvailable"):  # a manager: it can place services on any node
             nodes = client.nodes.list(filters={"role": "worker"}) + client.nodes.list(
                 filters={"role": "manager"}
@@ -63,6 +65,17 @@ def check_engine(images: list[str]) -> EngineCheck:
         return EngineCheck(False, f"the Docker engine could not be inspected ({_short(e)})")
     finally:
         client.close()
+
+
+def _swarm_of(client: docker.DockerClient) -> dict[str, Any]:
+    """The engine's swarm state; {} when it will not say (a socket guard in front of
+    it allows only the calls a container spawner makes, and /info is not one)."""
+    import docker.errors
+
+    try:
+        return dict(client.info().get("Swarm") or {})
+    except docker.errors.APIError:
+        return {}
 
 
 def missing_images(images: list[str]) -> list[str]:
