@@ -11,7 +11,7 @@ from click.core import ParameterSource
 from traitlets import TraitError
 
 from kernelhub import __version__
-from kernelhub.clients.options import data_dir_option
+from kernelhub.clients.options import config_file_option, data_dir_option
 from kernelhub.launcher.credentials import CREDENTIALS_FILE, LocalAccount
 from kernelhub.launcher.up import StartupError, UpOptions, build_config, run_hub
 
@@ -65,14 +65,7 @@ def main() -> None:
 
 @main.command(epilog=ENV_HELP)
 @data_dir_option("Where the hub keeps its database, secrets and users' files.")
-@click.option(
-    "--config",
-    "config_file",
-    envvar="KERNELHUB_CONFIG",
-    default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="kernelhub_config.py: traitlets config for kernelhub and JupyterHub.",
-)
+@config_file_option("kernelhub_config.py: traitlets config for kernelhub and JupyterHub.")
 @click.option(
     "--ip",
     envvar="KERNELHUB_IP",

@@ -45,6 +45,18 @@ def data_dir_option(help_text: str):  # type: ignore[no-untyped-def]
     )
 
 
+def config_file_option(help_text: str):  # type: ignore[no-untyped-def]
+    """``--config`` (env KERNELHUB_CONFIG), the kernelhub_config.py to read."""
+    return click.option(
+        "--config",
+        "config_file",
+        envvar="KERNELHUB_CONFIG",
+        default=None,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help=help_text,
+    )
+
+
 def token_page(url: str) -> str:
     """Where a user of the hub at ``url`` creates an API token."""
     return f"{url.rstrip('/')}/hub/token"

@@ -21,7 +21,7 @@ import click
 from traitlets import Dict, List, TraitError, Unicode, validate
 from traitlets.config import Config, Configurable
 
-from kernelhub.clients.options import data_dir_option
+from kernelhub.clients.options import config_file_option, data_dir_option
 from kernelhub.contract import CPU_LIMIT_LABEL, RUNTIME_TYPE_ENV, RUNTIME_TYPE_LABEL
 from kernelhub.runtimes.catalog import RuntimeCatalog, user_group_names
 from kernelhub.runtimes.types import RuntimeType, group_permission
@@ -364,14 +364,7 @@ def kubernetes() -> None:
 
 @kubernetes.command()
 @data_dir_option("The hub's data directory, whose kernelhub_config.py is read when present.")
-@click.option(
-    "--config",
-    "config_file",
-    envvar="KERNELHUB_CONFIG",
-    default=None,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="kernelhub_config.py: the runtime catalog and c.KubernetesProfiles settings.",
-)
+@config_file_option("kernelhub_config.py: the runtime catalog and c.KubernetesProfiles settings.")
 @click.option(
     "--format",
     "fmt",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-from http.client import responses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from tornado import web
 from traitlets import Unicode, default
 from traitlets.config import Configurable
 
+from kernelhub_snippets.errors import error_json
 from kernelhub_snippets.fileformat import MAX_FILE_BYTES, SnippetError
 from kernelhub_snippets.library import Library, snippet_from_request
 
@@ -76,14 +76,8 @@ class SnippetsHandler(APIHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """{"status", "message"}, so that the panel can show why without parsing."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = responses.get(status_code, "Unknown HTTP Error")
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        elif exc is not None:
-            message = "Unhandled error"  # the details are in the server log, not the reply
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
+        self.finish(error_json(status_code, kwargs.get("exc_info"), "Unhandled error"))
 
     @web.authenticated
     @authorized

@@ -21,7 +21,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from http.client import responses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +29,7 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
 
+from kernelhub_snippets.errors import error_json
 from kernelhub_snippets.runtime_usage import (
     CgroupReader,
     DriveUse,
@@ -133,15 +133,10 @@ class ResourcesHandler(APIHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """{"status", "message"}; never a traceback (details go to the server log)."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = responses.get(status_code, "Unknown HTTP Error")
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        elif exc is not None:
-            message = "Cannot read this runtime's resources right now"
         self.set_header("Content-Type", "application/json")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps({"status": status_code, "message": message}))
+        unexpected = "Cannot read this runtime's resources right now"
+        self.finish(error_json(status_code, kwargs.get("exc_info"), unexpected))
 
     @web.authenticated
     @authorized

@@ -30,6 +30,8 @@ from jupyter_server.utils import url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
+from kernelhub_snippets.errors import error_json
+
 if TYPE_CHECKING:
     from jupyter_server.serverapp import ServerApp
 
@@ -105,12 +107,9 @@ class RuntimeMenuHandler(APIHandler):
         return web.HTTPError(status, "%s", message)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = "internal error; see the server's log"  # never a traceback
-        if isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"status": status_code, "message": message}))
+        unexpected = "internal error; see the server's log"  # never a traceback
+        self.finish(error_json(status_code, kwargs.get("exc_info"), unexpected))
 
     def body_fields(self, fields: dict[str, type]) -> dict[str, Any]:
         if len(self.request.body) > MAX_BODY:
