@@ -11,9 +11,11 @@ runtime runs:
   node, the service pinned there, and exactly those devices handed to it. Swarm's
   generic resources do not isolate GPUs (every task on a node would see all of them
   through the NVIDIA runtime), so kernelhub does not use them;
-- the drive follows the user: a named volume whose driver options (for example NFS
-  through Docker's local driver) make the same files appear on whichever node runs
-  the runtime. Without them, a user's runtimes are pinned to ``drive_node``;
+- the drive follows the user: a folder of the filesystem every node shares
+  (``drive_root``, hub.runtimes.shared_drives), or a named volume whose driver
+  options (for example NFS through Docker's local driver) make the same files appear
+  on whichever node runs the runtime. With neither, drives are node-local and every
+  runtime runs on ``drive_node``, its GPUs taken there;
 - images come from the deployment's own registry (``image_registry``), so a node that
   joins can start any runtime type without a manual ``docker load``.
 """
@@ -24,13 +26,21 @@ import contextlib
 from typing import Any
 
 import docker.errors
-from docker.types import DriverConfig, Mount, RestartPolicy
+from docker.types import DriverConfig, Mount, Resources, RestartPolicy
 from dockerspawner import SwarmSpawner
-from traitlets import Dict, Unicode
+from traitlets import Dict, Integer, Unicode, validate
 
 from kernelhub.contract import DRIVE_LABEL
+from kernelhub.executor import run_blocking
 from kernelhub.hubapp.errors import http_refusal
 from kernelhub.runtimes.gpus import NoFreeGpu
+from kernelhub.runtimes.shared_drives import (
+    DriveOwner,
+    SharedDriveError,
+    check_drive_root,
+    prepare_shared_drive,
+    shared_drive_path,
+)
 from kernelhub.runtimes.types import RuntimeType
 
 from .docker_runtime import DRIVE_MOUNT, SITE_SNIPPETS_MOUNT, DockerRuntimeSpawner
@@ -41,18 +51,36 @@ TMP_SIZE = 1 << 30  # bytes of /tmp in memory, charged to the runtime's memory l
 class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[misc]
     """Spawn each runtime as a one-task Swarm service from its runtime type's image."""
 
+    drive_root = Unicode(
+        "",
+        help="""A folder that is the same shared filesystem on every node and on the
+        hub (an NFS, CephFS or GlusterFS mount the operator made at this path on each):
+        each user's drive is the folder DRIVE_ROOT/<drive name>, created by the hub
+        (owned by drive_uid, mode 0700) and bind-mounted into the runtime on whichever
+        node runs it. Takes precedence over drive_driver_options.""",
+    ).tag(config=True)
+
+    drive_uid = Integer(
+        1000, help="The runtime user's uid (jovyan): owner of drive_root's folders."
+    ).tag(config=True)
+
+    drive_gid = Integer(1000, help="The runtime user's gid: group of drive_root's folders.").tag(
+        config=True
+    )
+
     drive_driver_options = Dict(
         help="""Docker local-driver options that make a user's drive the same on every
         node, with {username} filled in, e.g. {"type": "nfs", "o":
         "addr=10.0.0.5,rw,nfsvers=4.2", "device": ":/srv/kernelhub/drives/{username}"}.
-        Empty: drives are node-local and every runtime runs on `drive_node`.""",
+        Empty (and no drive_root): drives are node-local and every runtime runs on
+        `drive_node`.""",
     ).tag(config=True)
 
     drive_node = Unicode(
         "",
-        help="""With node-local drives (no drive_driver_options): the node (hostname)
-        all runtimes run on, so each user's drive stays where it is. Empty: the
-        manager the hub talks to.""",
+        help="""With node-local drives (neither drive_root nor drive_driver_options):
+        the node (hostname) all runtimes run on, so each user's drive stays where it
+        is; GPU runtimes take that node's GPUs. Empty: the manager the hub talks to.""",
     ).tag(config=True)
 
     image_registry = Unicode(
@@ -62,9 +90,28 @@ class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[m
         must already be on every node.""",
     ).tag(config=True)
 
+    @validate("drive_root")
+    def _check_drive_root(self, proposal: dict[str, Any]) -> str:
+        value = str(proposal["value"])
+        return check_drive_root(value) if value else ""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gpu_node = ""
+        self.local_drive_node = ""  # where node-local drives pin this spawn ("": shared)
+
+    @property
+    def drives_are_shared(self) -> bool:
+        return bool(self.drive_root or self.drive_driver_options)
+
+    async def admit_and_take_gpus(self, user_options: Any) -> RuntimeType:
+        self.local_drive_node = ""
+        if not self.drives_are_shared:
+            # before the GPUs are taken: they must be the drive node's
+            info = await self.docker("info")
+            self.local_drive_node = self.drive_node or str(info.get("Name", ""))
+        runtime_type: RuntimeType = await super().admit_and_take_gpus(user_options)
+        return runtime_type
 
     # --- GPUs: one node's devices, the service pinned there ----------------------------
     def take_gpus(self, runtime_type: RuntimeType) -> None:
@@ -73,7 +120,10 @@ class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[m
             return
         try:
             placement = self.gpu_inventory.place(
-                self.gpu_holder, runtime_type.gpus, runtime_type.gpu_sharing
+                self.gpu_holder,
+                runtime_type.gpus,
+                runtime_type.gpu_sharing,
+                only_node=self.local_drive_node,
             )
         except NoFreeGpu as e:
             raise http_refusal(f"runtime type {runtime_type.name!r} is unavailable: {e}") from None
@@ -116,10 +166,27 @@ class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[m
             self.image = f"{self.image_registry}/{self.image}"
 
     async def ensure_drive(self) -> None:
-        """Nothing to create on the manager: each node makes the volume from the mount's
-        driver options when the task starts there."""
+        """The user's folder under drive_root, made here (the hub sees the shared
+        filesystem); a volume needs nothing on the manager: each node makes it from the
+        mount's driver options when the task starts there."""
+        if not self.drive_root:
+            return
+        self.report_progress(30, f"Preparing your drive {self.drive_name}")
+        owner = DriveOwner(self.drive_uid, self.drive_gid)
+        try:
+            await run_blocking(prepare_shared_drive, self.drive_root, self.drive_name, owner)
+        except SharedDriveError as e:
+            self.log.error("drive of %s: %s", self.user.name, e)
+            raise http_refusal(f"your drive is unavailable: {e}", 503) from None
 
     def drive_mount(self) -> Mount:
+        if self.drive_root:
+            return Mount(
+                target=DRIVE_MOUNT,
+                source=shared_drive_path(self.drive_root, self.drive_name),
+                type="bind",
+                propagation="rprivate",
+            )
         options = {k: str(self._render_templates(v)) for k, v in self.drive_driver_options.items()}
         return Mount(
             target=DRIVE_MOUNT,
@@ -141,11 +208,8 @@ class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[m
         return mounts
 
     def placement_constraints(self) -> list[str]:
-        if self.gpu_node:
-            return [f"node.hostname=={self.gpu_node}"]
-        if not self.drive_driver_options and self.drive_node:
-            return [f"node.hostname=={self.drive_node}"]
-        return []
+        node = self.gpu_node or self.local_drive_node
+        return [f"node.hostname=={node}"] if node else []
 
     async def create_object(self) -> Any:
         labels = self.runtime_labels()
@@ -157,12 +221,48 @@ class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[m
             "init": True,  # the server as PID 1 would ignore the stop signal
         }
         self.extra_placement_spec = {"constraints": self.placement_constraints()}
-        self.extra_task_spec = {"restart_policy": RestartPolicy(condition="none")}
+        self.extra_task_spec = {
+            "restart_policy": RestartPolicy(condition="none"),
+            "resources": self.service_resources(),
+        }
         # a port of the node the task runs on; the routing mesh would publish it on all
         self.extra_endpoint_spec = {"ports": {None: (self.port, "tcp", "host")}}
         self.extra_create_kwargs = {"labels": labels}
+        await self.check_pinned_node()
+        await self.ensure_drive()
         self.report_progress(40, f"Creating service {self.object_name}")
         return await SwarmSpawner.create_object(self)
+
+    async def check_pinned_node(self) -> None:
+        """A runtime pinned to a node (its GPUs', or its node-local drive's) is refused at
+        once when that node cannot run it: Swarm would keep the task pending until the
+        start timeout, with the user watching the progress bar."""
+        node = self.gpu_node or self.local_drive_node
+        if not node:
+            return
+        nodes = await self.docker("nodes", filters={"name": node})
+        found = [n for n in nodes if n.get("Description", {}).get("Hostname") == node]
+        state = found[0]["Status"].get("State", "unknown") if found else "gone"
+        availability = found[0]["Spec"].get("Availability", "") if found else ""
+        if state != "ready" or availability != "active":
+            why = availability if state == "ready" else state
+            there = "its GPUs are" if self.gpu_node else "your drive is"
+            raise http_refusal(
+                f"your runtime must run on node {node} ({there} there), which is {why} "
+                "now; try again later or ask an admin"
+            )
+
+    def service_resources(self) -> Resources:
+        """The runtime type's limits and reservations, and a process limit (a fork bomb
+        stops at it), which the SDK's Resources cannot say but Engine API 1.41 can."""
+        resources = Resources(
+            mem_limit=self.mem_limit,
+            mem_reservation=self.mem_guarantee,
+            cpu_limit=int(self.cpu_limit * 1e9) if self.cpu_limit else None,
+            cpu_reservation=int(self.cpu_guarantee * 1e9) if self.cpu_guarantee else None,
+        )
+        resources.setdefault("Limits", {})["Pids"] = self.pids_limit
+        return resources
 
     def get_env(self) -> dict[str, str]:
         env = super().get_env()

@@ -19,13 +19,19 @@ Everything created carries the label org.kernelhub.test=PREFIX and goes away whe
 context ends, on failure and Ctrl-C too; leftovers of a crashed run with the same
 prefix are removed first. The host joins no swarm it did not create: a host already in
 someone's swarm is refused.
+
+A host is in one swarm at a time, so clusters never overlap: ``swarm_cluster`` waits for
+an exclusive lock (``LOCK_PATH``) that a concurrent run (another pytest, a benchmark)
+holds until its cluster is torn down.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -52,7 +58,17 @@ from swarm_nodes import (
     start_worker,
 )
 
-__all__ = ["LABEL", "Cluster", "SwarmClusterError", "Worker", "cleanup", "swarm_cluster"]
+__all__ = [
+    "LABEL",
+    "Cluster",
+    "SwarmClusterError",
+    "Worker",
+    "cleanup",
+    "no_swarm_running",
+    "swarm_cluster",
+]
+
+LOCK_PATH = Path(tempfile.gettempdir()) / "kernelhub-swarm-harness.lock"
 
 
 @dataclass
@@ -68,6 +84,9 @@ class Cluster:
     digests: dict[str, str] = field(default_factory=dict)  # local name -> sha256:...
     workers: list[Worker] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)  # step -> seconds
+    # a host folder every worker mounts at the same path: the cluster's shared filesystem
+    # (what NFS or CephFS is in a deployment), "" when not asked for
+    shared_dir: str = ""
     initialised_swarm: bool = False
     _gwbridge_existed: bool = True
     _clients: dict[int, docker.DockerClient] = field(default_factory=dict)
@@ -152,10 +171,44 @@ class Cluster:
 
 @contextmanager
 def swarm_cluster(
-    prefix: str, workers: int = 2, images: list[str] | None = None, prepull: bool = False
+    prefix: str,
+    workers: int = 2,
+    images: list[str] | None = None,
+    prepull: bool = False,
+    shared_dir: bool = False,
 ) -> Iterator[Cluster]:
     """A swarm of the host (manager) and ``workers`` worker engines, with ``images``
-    pushed to the cluster's registry (``prepull``: and pulled on every worker)."""
+    pushed to the cluster's registry (``prepull``: and pulled on every worker);
+    ``shared_dir``: a host folder mounted on every worker at the same path
+    (``Cluster.shared_dir``)."""
+    with (
+        no_swarm_running(),
+        _cluster(prefix, workers, images, prepull, shared_dir) as cluster,
+    ):
+        yield cluster
+
+
+@contextmanager
+def no_swarm_running() -> Iterator[None]:
+    """While held, no other run of this harness has a swarm on the host: the lock that
+    ``swarm_cluster`` holds; the kernel drops it if its process dies."""
+    path = LOCK_PATH
+    with path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"swarm_cluster: waiting for another run's swarm ({path})", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _cluster(
+    prefix: str, workers: int, images: list[str] | None, prepull: bool, shared_dir: bool
+) -> Iterator[Cluster]:
     manager = docker.from_env(timeout=300)
     cleanup(manager, prefix)  # a crashed run's leftovers
     info = manager.info()["Swarm"]
@@ -166,6 +219,8 @@ def swarm_cluster(
             "(`docker swarm leave`) if it is a leftover"
         )
     cluster = Cluster(prefix=prefix, manager=manager, **create_network(manager, prefix))
+    if shared_dir:  # removed with the cluster (teardown's kernelhub-swarm-PREFIX-*)
+        cluster.shared_dir = tempfile.mkdtemp(prefix=f"kernelhub-swarm-{prefix}-shared-")
     try:
         build_images(cluster, [NODE_IMAGE, REGISTRY_IMAGE])
         init_swarm(cluster)

@@ -265,6 +265,11 @@ def start_worker(cluster: Cluster, index: int) -> Worker:
         volumes={
             volume.name: {"bind": "/var/lib/docker", "mode": "rw"},
             str(socket_dir): {"bind": NODE_SOCKET_DIR, "mode": "rw"},
+            **(
+                {cluster.shared_dir: {"bind": cluster.shared_dir, "mode": "rw"}}
+                if cluster.shared_dir
+                else {}
+            ),
         },
     ).start()
     return worker

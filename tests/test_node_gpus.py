@@ -136,6 +136,17 @@ def test_runtimes_spread_over_the_nodes_with_most_free_gpus_ties_by_name():
     assert gpus.place("u5/", 0) == Placement("", ())  # a CPU runtime takes nothing
 
 
+def test_node_local_drives_take_gpus_of_the_drives_node_only_or_say_why():
+    gpus = cluster({"node-a": ["0"], "node-b": ["0", "1"]})
+    # node-b has more free GPUs, but the user's drive is on node-a
+    assert gpus.place("alice/", 1, only_node="node-a") == Placement("node-a", ("0",))
+    with pytest.raises(NoFreeGpu, match=r"your drive is on node node-a .* no free GPU now"):
+        gpus.place("bob/", 1, only_node="node-a")
+    with pytest.raises(NoFreeGpu, match="your drive is on node manager"):
+        gpus.place("carol/", 1, only_node="manager")  # a node without GPUs
+    assert set(gpus.placements()) == {"alice/"}  # the refusals took nothing
+
+
 def test_all_of_a_runtimes_gpus_are_on_one_node():
     gpus = cluster({"node-a": ["0", "1", "2"], "node-b": ["0", "1", "2"]})
     gpus.place("alice/", 1)  # node-a: 2 free, node-b: 3 free

@@ -12,6 +12,7 @@ import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 import httpx
@@ -24,7 +25,7 @@ from harness import (
     wait_ready,
     wait_until,
 )
-from swarm_cluster import Cluster, swarm_cluster
+from swarm_cluster import Cluster, no_swarm_running, swarm_cluster
 
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.slow]
 
@@ -34,16 +35,18 @@ LABEL_USER = "org.kernelhub.user"
 
 
 def test_runtimes_swarm_without_a_swarm_is_one_clear_line(tmp_path: Path) -> None:
-    # first in this file: it runs before the module's cluster makes the host a manager
-    assert docker.from_env().info()["Swarm"]["LocalNodeState"] == "inactive"
-    result = subprocess.run(
-        [KERNELHUB, "up", "--runtimes", "swarm", "--data-dir", str(tmp_path / "data")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    # first in this file: it runs before the module's cluster makes the host a manager,
+    # and while no other run (a benchmark, another pytest) has a swarm here
+    with no_swarm_running():
+        assert docker.from_env().info()["Swarm"]["LocalNodeState"] == "inactive"
+        result = subprocess.run(
+            [KERNELHUB, "up", "--runtimes", "swarm", "--data-dir", str(tmp_path / "data")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert lines == [
@@ -54,8 +57,35 @@ def test_runtimes_swarm_without_a_swarm_is_one_clear_line(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with swarm_cluster(PREFIX, workers=2, images=[IMAGE], prepull=True) as built:
+    with swarm_cluster(PREFIX, workers=2, images=[IMAGE], prepull=True, shared_dir=True) as built:
         yield built
+
+
+@pytest.mark.parametrize(
+    ("drive_root", "says"),
+    [
+        ("/nonexistent/kernelhub-drives", "is not a folder on this hub: mount the cluster's"),
+        ("drives", "drive_root 'drives' must be an absolute path"),
+        ("/srv/../etc", "must not contain '.' or '..'"),
+    ],
+)
+def test_a_bad_shared_drive_root_is_refused_at_start_in_one_line(
+    cluster: Cluster, tmp_path: Path, drive_root: str, says: str
+) -> None:
+    config = tmp_path / "kernelhub_config.py"
+    config.write_text(f"c.SwarmRuntimeSpawner.drive_root = {drive_root!r}\n")
+    data = ["--data-dir", str(tmp_path / "data"), "--config", str(config)]
+    result = subprocess.run(
+        [KERNELHUB, "up", "--runtimes", "swarm", *data],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and says in lines[0], lines
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +103,8 @@ c.GpuInventory.nodes = {{"{PREFIX}-worker-1": ["0", "1"], "{PREFIX}-worker-2": [
 c.SwarmRuntimeSpawner.prefix = "{PREFIX}"
 c.SwarmRuntimeSpawner.drive_name_template = "{PREFIX}-drive-{{username}}"
 c.SwarmRuntimeSpawner.site_snippets_volume = ""
+# the cluster's shared filesystem, mounted at the same path on every node and the hub
+c.SwarmRuntimeSpawner.drive_root = "{cluster.shared_dir}"
 c.Spawner.start_timeout = 180
 c.Spawner.poll_interval = 5  # notice a runtime its node lost within seconds
 c.Spawner.http_timeout = 120
@@ -118,6 +150,7 @@ def test_runtimes_spawned_together_spread_over_the_nodes_and_answer_through_the_
         assert spec["ContainerSpec"]["Image"].startswith(cluster.registry)
         assert spec["Resources"]["Limits"]["MemoryBytes"] == 512 * 1024**2
         assert spec["ContainerSpec"].get("CapabilityDrop") == ["ALL"]
+        assert spec["Resources"]["Limits"]["Pids"] > 0  # a fork bomb stops in its runtime
     finally:
         for user, client in clients.items():
             stop_all_runtimes(client, user)
@@ -246,3 +279,112 @@ def test_a_runtime_on_a_drained_node_is_stopped_and_the_hub_says_so(
         finally:
             cluster.activate(node)
             stop_all_runtimes(api, username)
+
+
+def read_file(api: httpx.Client, hub: HubProcess, model: dict[str, Any], path: str) -> str | None:
+    response = api.get(f"{hub.url}{model['url']}api/contents/{path}", params={"content": "1"})
+    return str(response.json()["content"]) if response.status_code == 200 else None
+
+
+def test_a_users_drive_follows_them_to_a_runtime_on_another_node(
+    hub: HubProcess, cluster: Cluster, username: str
+) -> None:
+    other = f"{username}x"
+    with hub.api(hub.token(username)) as api, hub.api(hub.token(other)) as other_api:
+        model = start_runtime(api, username, "", "cpu")
+        first_node = node_of(cluster.manager, username)
+        body = {"type": "file", "format": "text", "content": f"written on {first_node}"}
+        put = api.put(f"{hub.url}{model['url']}api/contents/notes.txt", json=body)
+        assert put.status_code in (200, 201), put.text[:300]
+        stop_all_runtimes(api, username)
+        wait_until(
+            lambda: not services_of(cluster.manager, username), timeout=60, what="service removed"
+        )
+        cluster.drain(first_node)  # the next runtime cannot run where the file was written
+        try:
+            model = start_runtime(api, username, "", "cpu")
+            second_node = node_of(cluster.manager, username)
+            other_model = start_runtime(other_api, other, "", "cpu")
+        finally:
+            cluster.activate(first_node)
+        try:
+            assert second_node != first_node
+            assert read_file(api, hub, model, "notes.txt") == f"written on {first_node}"
+            # another user's runtime has a drive of its own, without the file
+            assert read_file(other_api, hub, other_model, "notes.txt") is None
+            # the folder on the shared filesystem belongs to the runtime's user alone
+            folder = Path(cluster.shared_dir) / f"{PREFIX}-drive-{username}"
+            info = folder.stat()
+            assert (info.st_uid, oct(info.st_mode & 0o777)) == (1000, "0o700")
+            (svc,) = services_of(cluster.manager, username)
+            (mount,) = [
+                m
+                for m in svc.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Mounts"]
+                if m["Target"] == "/home/jovyan"
+            ]
+            assert (mount["Type"], mount["Source"]) == ("bind", str(folder))
+        finally:
+            stop_all_runtimes(api, username)
+            stop_all_runtimes(other_api, other)
+
+
+def refusal(api: httpx.Client, user: str, runtime: str) -> str:
+    """Ask for a runtime that must be refused; the refusal's message (the REST answer's,
+    or the progress stream's where the refusal comes once the spawn runs)."""
+    response = api.post(f"users/{user}/server", json={"user_options": {"runtime": runtime}})
+    if response.status_code == 400:
+        return str(response.json()["message"])
+    assert response.status_code == 202, response.text[:300]
+    progress = api.get(f"users/{user}/server/progress", timeout=60).text
+    wait_until(
+        lambda: not api.get(f"users/{user}").json()["servers"],
+        timeout=30,
+        what=f"{user}'s refused spawn to end",
+    )
+    return progress
+
+
+def test_node_local_drives_pin_runtimes_and_their_gpus_to_the_drive_node(
+    cluster: Cluster, hub_factory: Callable[..., HubProcess], username: str
+) -> None:
+    config = f"""
+c.RuntimeCatalog.runtime_types = [
+    {{"name": "cpu", "display_name": "None (CPU)", "image": "{cluster.image(IMAGE)}",
+      "mem_limit": "512M", "cpu_limit": 0.5}},
+    {{"name": "gpu", "display_name": "GPU", "image": "{cluster.image(IMAGE)}", "gpus": 1,
+      "mem_limit": "512M", "cpu_limit": 0.5}},
+]
+# GPUs on the workers only; drives node-local (no drive_root): on the manager
+c.GpuInventory.nodes = {{"{PREFIX}-worker-1": ["0"], "{PREFIX}-worker-2": ["0"]}}
+c.SwarmRuntimeSpawner.prefix = "{PREFIX}"
+c.SwarmRuntimeSpawner.drive_name_template = "{PREFIX}-drive-{{username}}"
+c.SwarmRuntimeSpawner.site_snippets_volume = ""
+c.Spawner.start_timeout = 180
+c.Spawner.http_timeout = 120
+"""
+    local = hub_factory(config_text=config, name="swarm-local", runtimes="swarm", quotas=False)
+    gpu_user = f"{username}g"
+    with local.api(local.token(username)) as api, local.api(local.token(gpu_user)) as gpu_api:
+        try:
+            start_runtime(api, username, "", "cpu")
+            assert node_of(cluster.manager, username) == cluster.manager_name
+            (svc,) = services_of(cluster.manager, username)
+            placement = svc.attrs["Spec"]["TaskTemplate"]["Placement"]
+            assert placement["Constraints"] == [f"node.hostname=={cluster.manager_name}"]
+            # the drive's node has no GPU: refused with the reason, nothing created
+            message = refusal(gpu_api, gpu_user, "gpu")
+            assert f"your drive is on node {cluster.manager_name}" in message, message
+            assert services_of(cluster.manager, gpu_user) == []
+            # the drive's node drained: refused at once, not pending until the timeout
+            stop_all_runtimes(api, username)
+            cluster.drain(cluster.manager_name)
+            try:
+                message = refusal(api, username, "cpu")
+                assert f"node {cluster.manager_name} (your drive is there)" in message, message
+                assert "which is drain now" in message, message
+                assert services_of(cluster.manager, username) == []
+            finally:
+                cluster.activate(cluster.manager_name)
+        finally:
+            stop_all_runtimes(api, username)
+            stop_all_runtimes(gpu_api, gpu_user)

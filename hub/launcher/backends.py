@@ -44,7 +44,7 @@ def choose_spawner(
         )
         if check.usable and check.swarm_address and runtimes in ("auto", "swarm"):
             _use_swarm(c, check.swarm_address)
-            return f"Runtimes: Docker Swarm services ({check.reason})"
+            return f"Runtimes: Docker Swarm services ({check.reason}){_swarm_drives(file_config)}"
         if runtimes == "swarm":
             why = check.reason if not check.usable else "the Docker engine manages no swarm"
             raise BackendUnavailable(f"--runtimes swarm: {why} (`docker swarm init` makes one)")
@@ -132,6 +132,30 @@ def _use_swarm(c: Config, manager_address: str) -> None:
     # runtimes on any node reach the hub's API at the manager's swarm address
     c.JupyterHub.hub_ip = manager_address
     c.JupyterHub.hub_connect_ip = manager_address
+
+
+def _swarm_drives(file_config: Config) -> str:
+    """Where the swarm's drives live, said at start-up; a shared drive root that is not
+    a folder here is refused now, not at each user's first spawn."""
+    from kernelhub.runtimes.shared_drives import check_drive_root
+
+    spawner = file_config.get("SwarmRuntimeSpawner", {})
+    root = str(spawner.get("drive_root", "") or "")
+    if root:
+        try:
+            root = check_drive_root(root)
+        except ValueError as e:
+            raise BackendUnavailable(f"SwarmRuntimeSpawner.{e}") from None
+        if not Path(root).is_dir():
+            raise BackendUnavailable(
+                f"SwarmRuntimeSpawner.drive_root {root} is not a folder on this hub: mount "
+                "the cluster's shared filesystem there (README: Scaling out)"
+            )
+        return f"; drives: folders of {root}, shared by every node"
+    if spawner.get("drive_driver_options"):
+        return "; drives: volumes with the configured driver options"
+    node = str(spawner.get("drive_node", "") or "") or "the manager"
+    return f"; drives: node-local, every runtime on {node}"
 
 
 @dataclass(frozen=True)

@@ -231,8 +231,11 @@ class GpuInventory(SingletonConfigurable):
         log.info("GPU(s) %s assigned to %s", ",".join(taken), holder)
         return taken
 
-    def place(self, holder: str, count: int, sharing: bool = False) -> Placement:
+    def place(
+        self, holder: str, count: int, sharing: bool = False, only_node: str = ""
+    ) -> Placement:
         """Take ``count`` GPUs, all on one node, for ``holder``; NoFreeGpu saying why not.
+        ``only_node``: GPUs of that node only (where the user's node-local drive is).
 
         Synchronous, like ``assign``: no other request runs between the check and
         the take. On a single host the node is "".
@@ -242,7 +245,13 @@ class GpuInventory(SingletonConfigurable):
         if count == 0:
             return Placement("", ())
         reason = self.unavailable_reason(count, sharing)
-        placement = None if reason else self._pool.take(holder, count, sharing)
+        placement = None if reason else self._pool.take(holder, count, sharing, only_node)
+        if placement is None and not reason and only_node:
+            free = "no free GPU" if count == 1 else f"fewer than {count} free GPUs"
+            reason = (
+                f"your drive is on node {only_node} (drives are node-local here), which has "
+                f"{free} now; try again later"
+            )
         if placement is None:
             raise NoFreeGpu(reason or f"no node has {count} free GPUs together")
         log.info("GPU(s) %s assigned to %s", placement, holder)

@@ -167,8 +167,11 @@ class NodeGpuPool:
             )
         return ""
 
-    def take(self, holder: str, count: int, sharing: bool = False) -> Placement | None:
+    def take(
+        self, holder: str, count: int, sharing: bool = False, only_node: str = ""
+    ) -> Placement | None:
         """Take ``count`` GPUs on one node for ``holder``; None if no node has them.
+        ``only_node``: that node or none (the node holding the user's drive).
 
         The node with the most free GPUs wins (runtimes spread over the cluster,
         leaving room on the others), ties by node name so the choice is predictable.
@@ -176,6 +179,8 @@ class NodeGpuPool:
         """
         candidates = []
         for node in self._nodes:
+            if only_node and node != only_node:
+                continue
             free = self.free_on(node, sharing)
             if len(free) >= count:
                 sharers = {gid: len(self._holders.get((node, gid), ())) for gid in free}

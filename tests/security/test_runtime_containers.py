@@ -195,6 +195,26 @@ def test_no_runtime_image_lets_its_user_rewrite_the_server(
     assert "WROTE" not in output and output.count("refused 13") == 4, output
 
 
+RUNTIME_IMAGES = [TEST_IMAGE, "kernelhub/runtime-cpu:latest", "kernelhub/runtime-gpu:latest"]
+
+
+@pytest.mark.parametrize("image", RUNTIME_IMAGES)
+def test_no_runtime_image_has_a_setuid_or_setgid_program(
+    engine: docker.DockerClient, image: str
+) -> None:
+    # Swarm services cannot set no-new-privileges (Engine API 1.41): a setuid program
+    # (passwd, mount, newgrp...) would then give a runtime's user root's files
+    found = engine.containers.run(
+        image,
+        ["find", "/", "-xdev", "-perm", "/6000", "-type", "f"],
+        entrypoint=[],
+        user="root",
+        remove=True,
+        network_mode="none",
+    ).decode()
+    assert found.split() == [], found
+
+
 def restart(hub: HubProcess, user: str) -> RuntimeClient:
     with hub.api(hub.token(user)) as api:
         stop_all_runtimes(api, user)
