@@ -52,6 +52,7 @@ class Scan:
     time: float
     usages: Mapping[str, RuntimeUsage]
     fresh: bool
+    servers: frozenset[str] = frozenset()  # the hub's servers (keys) when it was read
 
 
 @dataclass
@@ -109,6 +110,17 @@ def note_scan(track: Track, usage: RuntimeUsage | None, now: datetime) -> None:
     if scanned is not None and t > scanned.time:
         track.cpu_fraction = max(0.0, cpu_now - scanned.seconds) / (t - scanned.time)
     track.cpu_scanned = CpuReading(t, cpu_now)
+
+
+def on_this_node(runtimes: list[Runtime]) -> list[Runtime]:
+    """The runtimes whose processes the last scan found on this node.
+
+    With a daemon on every node, each sees every server of the hub but only its own
+    node's processes: a runtime without processes here runs on another node (whose
+    daemon accounts and judges it), or has not started any yet. Judging it here would
+    cull it as idle or account it twice.
+    """
+    return [r for r in runtimes if r.usage is not None and r.usage.pids]
 
 
 def pending_interval(

@@ -34,6 +34,7 @@ from kernelhub.quotas.cycle import (
     Track,
     idle,
     note_scan,
+    on_this_node,
     pending_interval,
     young,
 )
@@ -70,6 +71,7 @@ class QuotaDaemon:
         metrics: QuotaMetrics | None = None,
         default_limits: Rule | None = None,
         detector: Detector | None = None,
+        node_local: bool = False,
     ) -> None:
         self.store = store
         self.telemetry = telemetry
@@ -89,6 +91,9 @@ class QuotaDaemon:
         # the operator's command-line defaults, where the store holds no default rule
         self.default_limits = default_limits
         self.detector = detector
+        # one daemon per node (a cluster): each judges, accounts and stops only the
+        # runtimes whose processes it finds on its node (cycle.py: on_this_node)
+        self.node_local = node_local
         self._tracks: dict[str, Track] = {}
         self.kernels = KernelActivityCache()
 
@@ -123,6 +128,8 @@ class QuotaDaemon:
         live = [s for s in servers if s.pending != "spawn" and s.started is not None]
         gpus = GpuIndex.of(sample)
         runtimes = [self._runtime(s, gpus, scan.usages) for s in live]
+        if self.node_local:
+            runtimes = on_this_node(runtimes)
         new = await self._follow(runtimes)
         tracks = self._tracks
         # the CPU rate, at each process scan; a runtime first seen between scans takes
@@ -173,11 +180,21 @@ class QuotaDaemon:
         """The runtimes' processes: read where ``process_interval`` has passed, else the
         last scan's (``fresh`` says which)."""
         now, last = self.clock.now(), self._scan
-        # a little slack: a cycle that starts a hair early still scans on schedule
-        if last is not None and now - last.time < self.process_interval - 0.05:
-            return Scan(last.time, last.usages, fresh=False)
-        roots = local_roots(servers)
-        self._scan = Scan(now, await run_blocking(self.scanner.scan, roots), fresh=True)
+        keys = frozenset(s.key for s in servers if s.pending != "spawn" and s.started)
+        # a little slack: a cycle that starts a hair early still scans on schedule;
+        # node-local, a server new since the last scan is looked for at once: until its
+        # processes are found here, no daemon accounts it
+        if (
+            last is not None
+            and now - last.time < self.process_interval - 0.05
+            and not (self.node_local and keys - last.servers)
+        ):
+            return Scan(last.time, last.usages, fresh=False, servers=last.servers)
+        # node-local, a hub PID names a process of the hub's machine, and the server's
+        # state does not say which machine: a local runtime is no node daemon's
+        roots = {} if self.node_local else local_roots(servers)
+        usages = await run_blocking(self.scanner.scan, roots)
+        self._scan = Scan(now, usages, fresh=True, servers=keys)
         return self._scan
 
     async def _current_rules(self) -> RulesRead:
@@ -213,6 +230,9 @@ class QuotaDaemon:
             if self.detector is not None:
                 self.detector.forget(key)
         new = [r for r in runtimes if r.key not in tracks]
+        if self.node_local:  # which node's daemon has a runtime: operators ask
+            for runtime in new:
+                log.info("%s runs on this node: accounted and judged here", runtime.key)
         await asyncio.gather(*(self._first_sight(r) for r in new))
         return new
 

@@ -24,29 +24,30 @@ busy host costs one ``listdir`` plus one small read per process.
 from __future__ import annotations
 
 import contextlib
-import math
+import logging
 import os
-import re
 import resource
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from kernelhub.contract import (
-    CPU_LIMIT_LABEL,
-    GPUS_LABEL,
-    RUNTIME_TYPE_LABEL,
-    SERVER_LABEL,
-    USER_LABEL,
-    runtime_key,
+from kernelhub.contract import runtime_key
+from kernelhub.quotas.containers import CONTAINER_ID as CONTAINER_ID
+from kernelhub.quotas.containers import (
+    LabelLookup,
+    LabelsUnavailable,
+    container_id,
+    docker_labels,
 )
+from kernelhub.quotas.containers import owner_from_labels as _owner_from_labels
 from kernelhub.quotas.procfs import read_bytes as _read_bytes
 from kernelhub.quotas.procfs import read_text as _read
 from kernelhub.quotas.procfs import readlink as _readlink
 from kernelhub.quotas.procfs import tcp_table as _tcp_table
 
-CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+log = logging.getLogger(__name__)
+
 # a process found in no kernelhub container has its cgroup read again this often (scans):
 # a process joins a container's cgroup after it starts (``docker exec``)
 RECHECK_CYCLES = 120
@@ -107,9 +108,6 @@ class LocalRoot(NamedTuple):
     owner: Owner
 
 
-LabelLookup = Callable[[str], "dict[str, str] | None"]
-
-
 class ProcessScanner:
     """Scans ``/proc`` (``proc`` in tests) for the runtimes' processes."""
 
@@ -130,6 +128,7 @@ class ProcessScanner:
         self._conns: dict[str, tuple[tuple[int, ...], list[tuple[str, int]]]] = {}
         self._labels = container_labels or docker_labels
         self._label_cache: dict[str, Owner | None] = {}
+        self._unreachable: int | None = None  # the scan in which the engine did not answer
         self._procs: dict[int, _Proc] = {}
         self._cycle = 0
         self.connections = connections
@@ -137,8 +136,7 @@ class ProcessScanner:
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._host_netns = _readlink(f"{self._root}/self/ns/net")
         # a daemon that itself runs in a container sees its own id in every local process
-        own = CONTAINER_ID.search(_read(f"{self._root}/self/cgroup"))
-        self._own_container = own.group(0) if own else None
+        self._own_container = container_id(_read(f"{self._root}/self/cgroup"))
 
     def scan(self, local_roots: Mapping[int, LocalRoot]) -> dict[str, RuntimeUsage]:
         """Every runtime found, by ``user/server``; ``local_roots``: the local runtimes'
@@ -242,14 +240,32 @@ class ProcessScanner:
         ):
             return known.container
         known.checked = self._cycle
-        match = CONTAINER_ID.search(_read(f"{self._root}/{pid}/cgroup"))
+        container = container_id(_read(f"{self._root}/{pid}/cgroup"))
         known.container = None
-        if match is not None and match.group(0) != self._own_container:
-            container = match.group(0)
+        if container is not None and container != self._own_container:
             if container not in self._label_cache:
-                self._label_cache[container] = _owner_from_labels(container, self._labels)
+                try:
+                    self._label_cache[container] = self._ask_labels(container)
+                except LabelsUnavailable:
+                    known.checked = None  # its cgroup and the engine: again next scan
+                    return None
             known.container = self._label_cache[container]
         return known.container
+
+    def _ask_labels(self, container: str) -> Owner | None:
+        """The container's owner by its labels; ``LabelsUnavailable`` where the engine
+        cannot be asked (asked once per scan then: a down engine costs one try)."""
+        if self._unreachable == self._cycle:
+            raise LabelsUnavailable(container)
+        try:
+            owner = _owner_from_labels(container, self._labels)
+        except LabelsUnavailable as e:
+            if self._unreachable is None:  # once per outage
+                log.warning("cannot read container labels (%s); asking again next scan", e)
+            self._unreachable = self._cycle
+            raise
+        self._unreachable = None
+        return owner
 
     def _describe(self, pid: int, fields: list[bytes]) -> _Proc:
         """A runtime process's name, command line and network namespace (read once), and
@@ -341,36 +357,3 @@ class ProcessScanner:
                     if remote is not None:
                         mine.add(remote)
         return sorted(mine)
-
-
-def _owner_from_labels(container: str, lookup: LabelLookup) -> Owner | None:
-    labels = lookup(container)
-    if not labels or USER_LABEL not in labels:
-        return None  # not a kernelhub runtime (or gone)
-    gpus = tuple(g for g in labels.get(GPUS_LABEL, "").split(",") if g)
-    try:
-        cores = float(labels.get(CPU_LIMIT_LABEL) or "nan")
-    except ValueError:
-        cores = math.nan
-    return Owner(
-        labels[USER_LABEL],
-        labels.get(SERVER_LABEL, ""),
-        labels.get(RUNTIME_TYPE_LABEL, ""),
-        gpus,
-        container,
-        cores if cores > 0 else None,  # NaN (none, or not a number) is not > 0
-    )
-
-
-def docker_labels(container: str) -> dict[str, str] | None:
-    """A container's labels through the Docker SDK; None without an engine or container."""
-    try:
-        import docker
-
-        client = docker.from_env(timeout=5)
-        try:
-            return dict(client.containers.get(container).labels or {})
-        finally:
-            client.close()
-    except Exception:  # no engine, no such container, no permission: not ours to map
-        return None

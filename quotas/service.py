@@ -5,6 +5,11 @@ JUPYTERHUB_API_TOKEN, JUPYTERHUB_SERVICE_URL, JUPYTERHUB_SERVICE_PREFIX). It run
 the sampling cycle and serves Prometheus ``/metrics`` (and the quota REST API,
 where ``kernelhub.quotas.api`` is installed) on the service's port.
 SIGTERM and SIGINT stop it cleanly between cycles.
+
+On a cluster it runs on every node (a global Swarm service) with ``--node-local``:
+it reads the node's processes from ``--proc`` (the node's /proc, bind-mounted where the
+host's PID namespace cannot be shared) and accounts, judges and stops only the runtimes
+whose processes it finds there; all of them write into the one PostgreSQL store.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ log = logging.getLogger("kernelhub.quotad")
 METRICS_SCOPE = "read:metrics"
 # the quota store's password, when KERNELHUB_QUOTA_DB_URL names none (a *_FILE variant too)
 QUOTA_DB_PASSWORD_ENV = "KERNELHUB_QUOTA_DB_PASSWORD"
+# where the node's processes are read: /proc, or the host's /proc bind-mounted into a
+# container that cannot share the host's PID namespace (a Swarm service)
+PROC_ENV = "KERNELHUB_QUOTAD_PROC"
+NODE_LOCAL_ENV = "KERNELHUB_QUOTAD_NODE_LOCAL"
 
 
 class MetricsHandler(web.RequestHandler):
@@ -130,8 +139,25 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="whom a flagged user is told to contact (default: $KERNELHUB_QUOTA_CONTACT, "
         f"else {DEFAULT_CONTACT!r}); users never see a flag's reason, only admins do",
     )
+    parser.add_argument(
+        "--proc",
+        default=os.environ.get(PROC_ENV) or "/proc",
+        help="the proc filesystem whose processes are read (default: $KERNELHUB_QUOTAD_PROC, "
+        "else /proc); e.g. /host/proc, the node's /proc mounted read-only into a "
+        "container without the host's PID namespace",
+    )
+    parser.add_argument(
+        "--node-local",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get(NODE_LOCAL_ENV) == "1",
+        help="one daemon per node of a cluster: account, judge and stop only the runtimes "
+        "whose processes are on this node (default: $KERNELHUB_QUOTAD_NODE_LOCAL=1, else "
+        "off: one daemon sees every runtime)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if not os.path.lexists(os.path.join(args.proc, "self")):
+        parser.error(f"--proc {args.proc!r} is not a proc filesystem (it has no 'self')")
     if not args.db_url:
         parser.error("--db-url (or KERNELHUB_QUOTA_DB_URL) is required")
     try:  # compose: the URL names no password; the password comes from a secret file
@@ -229,10 +255,11 @@ async def serve(args: argparse.Namespace) -> None:
         interval=args.interval,
         account_period=args.account_period,
         process_interval=args.process_interval,
-        scanner=ProcessScanner(),
+        scanner=ProcessScanner(proc=args.proc),
         metrics=metrics,
         default_limits=default_rule(args),
         detector=make_detector() if args.mining_detector else None,
+        node_local=args.node_local,
     )
     app = make_web_app(store, metrics, prefix, api_url, token, args.metrics_public, args.contact)
     server = app.listen(service_url.port or 0, address=service_url.hostname or "127.0.0.1")
@@ -241,8 +268,10 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     log.info(
-        "kernelhub-quotad: every %g s, metrics on %s:%s%smetrics (%s)",
+        "kernelhub-quotad: every %g s, processes of %s%s, metrics on %s:%s%smetrics (%s)",
         args.interval,
+        args.proc,
+        " (this node's runtimes only)" if args.node_local else "",
         service_url.hostname,
         service_url.port,
         prefix,
@@ -267,6 +296,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         format="[%(levelname).1s %(asctime)s %(name)s] %(message)s",
         stream=sys.stderr,
     )
+    # a line per hub call, every cycle: --log-level DEBUG shows the daemon's own
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.root.level))
     asyncio.run(serve(args))
 
 

@@ -2,6 +2,10 @@
 
     kernelhub-socket-guard --listen 0.0.0.0:2375 --network kernelhub-runtimes
 
+An address may be a unix socket (``unix:/run/kernelhub-guard/quotad.sock``): on a node
+of a cluster, the quota daemon's read-only view is then reachable from that node only,
+by whoever ``--unix-owner`` and ``--unix-mode`` let connect.
+
 SIGTERM and SIGINT stop it.
 """
 
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -16,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 
-from tornado import httpserver
+from tornado import httpserver, netutil
 
 from kernelhub.contract import IMAGE_KIND_LABEL
 
@@ -25,6 +30,8 @@ from .server import Engine, make_app
 
 log = logging.getLogger("kernelhub.socketguard")
 DEFAULTS = GuardConfig()
+UNIX = "unix:"
+Address = tuple[str, int] | str  # (host, port), or a unix socket's path
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, GuardConfig]:
@@ -36,15 +43,30 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, G
     parser.add_argument(
         "--listen",
         default="127.0.0.1:2375",
-        metavar="HOST:PORT",
+        metavar="HOST:PORT|unix:PATH",
         help="where to serve the guarded API (default: %(default)s)",
     )
     parser.add_argument(
         "--read-only-listen",
-        metavar="HOST:PORT",
+        metavar="HOST:PORT|unix:PATH",
         help="also serve a read-only view there, for the quota daemon: ping, version, "
         "listing and inspecting runtime containers, with their environment (which holds "
         "each runtime's own hub token) left out (default: none)",
+    )
+    parser.add_argument(
+        "--unix-owner",
+        metavar="UID[:GID]",
+        help="who owns the read-only view's unix socket (default: the guard's own user): "
+        "the quota daemon's user, e.g. 10002, so that it may connect and nobody else; "
+        "a --listen unix socket stays the guard's user's alone (mode 600)",
+    )
+    parser.add_argument(
+        "--unix-mode",
+        type=lambda v: int(v, 8),
+        default=0o600,
+        metavar="OCTAL",
+        help="the read-only view's unix socket's permissions (default: 600: its owner "
+        "only; 660 lets the owner's group in too)",
     )
     parser.add_argument(
         "--socket",
@@ -106,12 +128,17 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, G
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     args = parser.parse_args(argv)
-    args.host, args.port = _address(parser, "--listen", args.listen)
+    args.address = _address(parser, "--listen", args.listen)
+    # (host, port) of a TCP --listen, as before unix sockets; None, None for a socket
+    args.host, args.port = args.address if isinstance(args.address, tuple) else (None, None)
     args.read_only = (
         _address(parser, "--read-only-listen", args.read_only_listen)
         if args.read_only_listen
         else None
     )
+    args.owner = _owner(parser, args.unix_owner)
+    if not 0 <= args.unix_mode <= 0o777:
+        parser.error(f"--unix-mode {oct(args.unix_mode)} is not a permission mode")
     try:
         config = GuardConfig(
             networks=tuple(args.networks or DEFAULTS.networks),
@@ -128,33 +155,80 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, G
     return args, config
 
 
-def _address(parser: argparse.ArgumentParser, flag: str, value: str) -> tuple[str, int]:
+def _address(parser: argparse.ArgumentParser, flag: str, value: str) -> Address:
+    if value.startswith(UNIX):
+        path = value.removeprefix(UNIX)
+        if not os.path.isabs(path):
+            parser.error(f"{flag} {value!r}: a unix socket needs an absolute path")
+        return path
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        parser.error(f"{flag} {value!r} is not HOST:PORT")
+        parser.error(f"{flag} {value!r} is not HOST:PORT or unix:PATH")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _owner(parser: argparse.ArgumentParser, value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    uid, _, gid = value.partition(":")
+    if not uid.isdigit() or not (gid.isdigit() or gid == ""):
+        parser.error(f"--unix-owner {value!r} is not UID or UID:GID (numbers)")
+    return int(uid), int(gid) if gid else -1  # -1: chown leaves the group
+
+
+def _shown(address: Address) -> str:
+    return f"{UNIX}{address}" if isinstance(address, str) else f"{address[0]}:{address[1]}"
+
+
+def _listen(
+    server: httpserver.HTTPServer,
+    address: Address,
+    owner: tuple[int, int] | None,
+    mode: int,
+) -> None:
+    if not isinstance(address, str):
+        server.listen(address[1], address[0])
+        return
+    # bound with the mode already applied (no moment in which anyone may connect),
+    # then handed to its owner; a stale socket from an earlier run is replaced
+    sock = netutil.bind_unix_socket(address, mode=mode)
+    if owner is not None:
+        os.chown(address, *owner)
+    server.add_socket(sock)
+
+
+def _unlink(address: Address) -> None:
+    if isinstance(address, str):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(address)
 
 
 async def serve(args: argparse.Namespace, config: GuardConfig) -> None:
     engine = Engine(args.socket)
     servers = []
-    listens = [(config, args.host, args.port)]
+    listens: list[tuple[GuardConfig, Address]] = [(config, args.address)]
     if args.read_only:
-        listens.append((replace(config, read_only=True), *args.read_only))
-    for served, host, port in listens:
+        listens.append((replace(config, read_only=True), args.read_only))
+    for served, address in listens:
+        # the spawner's address is the guard's user's alone; the read-only one its reader's
+        owner, mode = (args.owner, args.unix_mode) if served.read_only else (None, 0o600)
         server = httpserver.HTTPServer(
             make_app(served, engine),
             # bodies stream into the handler, which answers 413 past config.max_body;
             # this is only the connection's hard cap
             max_body_size=64 * config.max_body,
         )
-        server.listen(port, host)
+        try:
+            _listen(server, address, owner, mode)
+        except (OSError, ValueError) as e:  # in use, not a socket, no such directory
+            where = _shown(address)
+            raise SystemExit(f"kernelhub-socket-guard: cannot listen on {where}: {e}") from None
         servers.append(server)
     if args.read_only:
-        log.info("read-only view for the quota daemon on %s:%d", *args.read_only)
+        log.info("read-only view for the quota daemon on %s", _shown(args.read_only))
     log.info(
-        "guarding %s on %s:%d (networks: %s)",
-        args.socket, args.host, args.port, ", ".join(config.networks),
+        "guarding %s on %s (networks: %s)",
+        args.socket, _shown(args.address), ", ".join(config.networks),
     )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -163,6 +237,8 @@ async def serve(args: argparse.Namespace, config: GuardConfig) -> None:
     await stop.wait()
     for server in servers:
         server.stop()
+    for _, address in listens:
+        _unlink(address)
     await engine.close()
     log.info("stopped")
 
