@@ -23,3 +23,10 @@ c.JupyterHub.db_url = _db_url
 # connections search (and only read: the role may SELECT there, nothing else), so the
 # hub's own queries never meet anything the daemon's role created.
 c.QuotaGate.db_url = f"{_db_url}?options=-csearch_path%3Dkernelhub_quotas"
+
+# Docker Swarm (docker-stack.yml): the registry every node pulls runtime images from,
+# and the shared filesystem every node (and this container) mounts the drives from
+if os.environ.get("KERNELHUB_IMAGE_REGISTRY"):
+    c.SwarmRuntimeSpawner.image_registry = os.environ["KERNELHUB_IMAGE_REGISTRY"]
+if os.environ.get("KERNELHUB_DRIVE_ROOT"):
+    c.SwarmRuntimeSpawner.drive_root = os.environ["KERNELHUB_DRIVE_ROOT"]
