@@ -32,6 +32,7 @@ from kernelhub.quotas.api import make_app
 from kernelhub.quotas.clock import SystemClock
 from kernelhub.quotas.daemon import DEFAULT_INTERVAL, DEFAULT_PROCESS_INTERVAL, QuotaDaemon
 from kernelhub.quotas.disclosure import DEFAULT_CONTACT, default_contact
+from kernelhub.quotas.engine import QuotaStoreError
 from kernelhub.quotas.hub_api import HubApi
 from kernelhub.quotas.metrics import CONTENT_TYPE_LATEST, QuotaMetrics
 from kernelhub.quotas.policy import Rule
@@ -245,7 +246,12 @@ async def serve(args: argparse.Namespace) -> None:
         log.warning("GPU sampling is off (%s); everything else keeps working", telemetry.reason)
     metrics = QuotaMetrics()
     metrics.gpu_sampling.set(1 if telemetry.available else 0)
-    store = QuotaStore.open(args.db_url)
+    try:
+        store = QuotaStore.open(args.db_url)
+    except QuotaStoreError as e:
+        # one line (no password in it): in a stack, PostgreSQL may still be starting, and
+        # the service's restart policy tries again
+        raise SystemExit(f"kernelhub-quotad: {e}") from None
     hub = HubApi(api_url, token)  # the token goes to api_url and nowhere else
     daemon = QuotaDaemon(
         store,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from harness import docker_engine, wait_until
+from harness import docker_engine, free_port, wait_until
 
 from kernelhub.contract import RUNTIME_TYPE_LABEL, SERVER_LABEL, USER_LABEL
 
@@ -210,3 +211,25 @@ def test_the_guard_removes_its_sockets_when_it_stops(
 def test_bad_guard_addresses_are_one_clear_error(argv: list[str], says: str) -> None:
     ran = subprocess.run([GUARD, *argv], capture_output=True, text=True, timeout=60)
     assert ran.returncode in (1, 2) and says in ran.stderr and "Traceback" not in ran.stderr
+
+
+def test_a_store_not_yet_reachable_is_one_line_without_its_password() -> None:
+    # in a stack, PostgreSQL may still be starting when a node's daemon does; the
+    # service's restart policy tries again, and its log says why in one line
+    password = secrets.token_hex(8)
+    env = {
+        **os.environ,
+        "KERNELHUB_QUOTA_DB_URL": (
+            f"postgresql://kernelhub_quotad:{password}@127.0.0.1:{free_port()}/k"
+        ),
+        "JUPYTERHUB_API_URL": f"http://127.0.0.1:{free_port()}/hub/api",
+        "JUPYTERHUB_API_TOKEN": secrets.token_hex(16),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "kernelhub.quotas.service"],
+        capture_output=True, text=True, timeout=60, env=env, check=False,
+    )  # fmt: skip
+    said = [line for line in result.stderr.splitlines() if line.startswith("kernelhub-quotad:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert len(said) == 1 and "cannot open the quota store" in said[0], result.stderr[-2000:]
+    assert password not in result.stderr + result.stdout
