@@ -108,6 +108,21 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, G
         "(default: %(default)s)",
     )
     parser.add_argument(
+        "--image-registry",
+        default="",
+        metavar="HOST:PORT",
+        help="SwarmRuntimeSpawner.image_registry: a runtime service's image must be "
+        "HOST:PORT/<a runtime image of this engine's> (default: none; then no image may "
+        "name a registry)",
+    )
+    parser.add_argument(
+        "--drive-root",
+        default="",
+        metavar="PATH",
+        help="SwarmRuntimeSpawner.drive_root: a runtime service may bind its user's drive "
+        "folder PATH/<drive name> (default: none; drives are volumes)",
+    )
+    parser.add_argument(
         "--max-pids",
         type=int,
         default=DEFAULTS.max_pids,
@@ -149,6 +164,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, G
             require_lockdown=args.require_lockdown,
             max_pids=args.max_pids,
             max_body=args.max_body,
+            image_registry=args.image_registry,
+            drive_root=args.drive_root,
         )
     except ValueError as e:
         parser.error(str(e))

@@ -4,11 +4,13 @@ A request is first matched against ROUTES (method, decoded path, query parameter
 which name the calls the runtime spawner and the hub make and nothing else; the
 proxy then looks up what a decision needs from the engine (a container's labels, an
 image's labels) and asks the checks here again. Anything not matched is refused:
-exec, attach, archive, update, commit, build, pulls, events, swarm, plugins, secrets.
+exec, attach, archive, update, commit, build, pulls, events, the swarm's own settings
+(init, join, update), service updates, plugins, secrets, configs.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import string
 from collections.abc import Mapping
@@ -61,6 +63,10 @@ class GuardConfig:
     # the quota daemon's address: reads runtimes' labels and state, changes nothing, and
     # never sees a runtime's environment (it holds that runtime's hub token)
     read_only: bool = False
+    # Swarm (SwarmRuntimeSpawner): its image_registry (host:port) that service images
+    # are named in, and its drive_root, under which a user's drive folder may be bound
+    image_registry: str = ""
+    drive_root: str = ""
 
     def __post_init__(self) -> None:
         used = {name for _, name, _, _ in string.Formatter().parse(self.drive_name_template)}
@@ -71,6 +77,17 @@ class GuardConfig:
                 f"the drive name template may use {sorted(TEMPLATE_FIELDS)} only, "
                 f"not {sorted(unknown)}"
             )
+        if self.drive_root and (
+            not self.drive_root.startswith("/")
+            or self.drive_root != os.path.normpath(self.drive_root)
+        ):
+            raise ValueError("the drive root must be a normalised absolute path")
+        registry = r"[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*"  # a repository may follow
+        if self.image_registry and (
+            not re.fullmatch(registry, self.image_registry)
+            or any(part in (".", "..") for part in self.image_registry.split("/"))
+        ):
+            raise ValueError("the image registry is HOST[:PORT][/PATH]")
         if self.max_pids < 1:
             raise ValueError("the largest PidsLimit must be at least 1")
 
@@ -139,6 +156,7 @@ def _route(methods: str, path: str, kind: Kind, **query: str) -> Route:
 
 
 CONTAINER = rf"/containers/(?P<target>{NAME})"
+SERVICE = rf"/services/(?P<target>{NAME})"
 ROUTES = (
     _route("GET HEAD", r"/_ping", "forward"),
     _route("GET", r"/version", "forward"),
@@ -165,10 +183,19 @@ ROUTES = (
     ),
     # v removes the container's anonymous volumes only; link would remove a link
     _route("DELETE", CONTAINER, "container", v=BOOL, force=BOOL, link=FALSE),
+    # Swarm (SwarmRuntimeSpawner, and the hub's swarm detection): services.py
+    _route("GET", r"/info", "info"),
+    _route("POST", r"/services/create", "service-create"),
+    _route("GET", r"/services", "service-list", filters=ANYTHING, status=BOOL),
+    _route("GET", SERVICE, "service-inspect", insertDefaults=BOOL),
+    _route("DELETE", SERVICE, "service"),
+    _route("GET", r"/tasks", "task-list", filters=ANYTHING),
+    _route("GET", r"/nodes", "forward", filters=ANYTHING),
+    _route("GET", rf"/nodes/(?P<target>{NAME})", "forward"),
 )  # fmt: skip
 
 VERSION = re.compile(r"/v1\.(?P<minor>[0-9]{1,3})(?P<rest>/.*)")
-BODY_KINDS = {"container-create", "volume-create"}
+BODY_KINDS = {"container-create", "volume-create", "service-create"}
 READ_ONLY_KINDS = {"container-list", "container-inspect"}  # plus GET /_ping and /version
 
 
@@ -189,7 +216,7 @@ class Matched:
         ID) in place of the name it was asked by."""
         path = self.path
         if target is not None and self.target:
-            prefix = "/containers/"
+            prefix = "/" + path.split("/")[1] + "/"  # /containers/ or /services/
             rest = path[len(prefix) + len(self.target) :]
             path = f"{prefix}{target}{rest}"
         return self.version + path

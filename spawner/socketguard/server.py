@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,11 +31,27 @@ from .policy import (
     is_runtime_image,
     match,
 )
+from .services import (
+    check_service_create,
+    filter_services,
+    filter_tasks,
+    info_subset,
+    is_runtime_service,
+)
 
 log = logging.getLogger("kernelhub.socketguard")
 
 # response headers docker-py reads; hop-by-hop ones (Connection, Upgrade) never pass
 PASSED_HEADERS = ("Content-Type", "Api-Version", "Docker-Experimental", "Ostype", "Server")
+
+
+# responses cut down to what the hub may see: runtimes only, and of /info what it reads
+FILTERED: dict[str, Callable[[Any], Any]] = {
+    "container-list": filter_list,
+    "service-list": filter_services,
+    "task-list": filter_tasks,
+    "info": info_subset,
+}
 
 
 class Engine:
@@ -126,6 +143,18 @@ class GuardHandler(web.RequestHandler):
                 raise Refused(f"image {create.image} is not a kernelhub runtime image")
             body = json.dumps(create.body).encode()
             log.info("creating a runtime container of %s for %s", create.image, create.user)
+        elif route.kind == "service-create":
+            body = await self.service_create(route)
+        elif route.kind in ("service", "service-inspect"):
+            found = await self.engine.client.get(f"{route.version}/services/{route.target}")
+            if not found.is_success:  # no such service: the engine's own 404
+                return self.relay(found.status_code, found.headers, found.content)
+            model = found.json()
+            if not is_runtime_service(model):
+                raise Refused(f"service {route.target} is not a kernelhub runtime")
+            if route.kind == "service-inspect" and not route.query:
+                return self.relay(found.status_code, found.headers, found.content)
+            target = str(model["ID"])  # the one checked, even if the name moves on
         elif route.kind == "volume-create":
             body = json.dumps(check_volume_create(self.config, bytes(self.body))).encode()
         elif route.kind == "image-inspect":
@@ -153,6 +182,20 @@ class GuardHandler(web.RequestHandler):
             target = str(model["Id"])  # the one checked, even if the name moves on
         await self.forward(route, body, target)
 
+    async def service_create(self, route: Matched) -> bytes:
+        create = check_service_create(self.config, bytes(self.body))
+        # nodes pull the registry's image; the manager's engine holds the one pushed
+        # there, by its local name or its registry tag
+        for name in dict.fromkeys((create.local_image, create.image)):
+            image = await self.engine.inspect("images", name, route.version)
+            labels = image.json().get("Config", {}).get("Labels") if image.is_success else {}
+            if is_runtime_image(self.config, name, labels):
+                break
+        else:
+            raise Refused(f"image {create.image} is not a kernelhub runtime image")
+        log.info("creating a runtime service of %s for %s", create.image, create.user)
+        return json.dumps(create.body).encode()
+
     @staticmethod
     def readable(route: Matched) -> bool:
         return route.kind in READ_ONLY_KINDS or route.path in ("/_ping", "/version")
@@ -167,9 +210,10 @@ class GuardHandler(web.RequestHandler):
         )
         self.upstream = await self.engine.client.send(request, stream=True)
         try:
-            if route.kind == "container-list":
+            only = FILTERED.get(route.kind)
+            if only is not None:
                 await self.upstream.aread()
-                listed = filter_list(self.upstream.json()) if self.upstream.is_success else None
+                listed = only(self.upstream.json()) if self.upstream.is_success else None
                 content = self.upstream.content if listed is None else json.dumps(listed).encode()
                 return self.relay(self.upstream.status_code, self.upstream.headers, content)
             self.relay_head(self.upstream.status_code, self.upstream.headers)

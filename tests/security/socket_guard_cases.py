@@ -296,7 +296,7 @@ REFUSED_CALLS: list[tuple[str, str, str]] = [
     ("an image pull", "POST", "/v1.41/images/create?fromImage=alpine"),
     ("events", "GET", "/v1.41/events"),
     ("swarm", "GET", "/v1.41/swarm"),
-    ("services", "GET", "/v1.41/services"),
+    ("a service updated", "POST", "/v1.41/services/RUNTIME/update?version=1"),
     ("secrets", "GET", "/v1.41/secrets"),
     ("plugins", "GET", "/v1.41/plugins"),
     ("a volume removed", "DELETE", f"/v1.41/volumes/{drive(VICTIM)}"),
