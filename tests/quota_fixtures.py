@@ -12,7 +12,7 @@ import asyncio
 import secrets
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,7 +40,7 @@ CONTACT = "the GPU team (gpu-help@example.org)"
 class QuotaService:
     hub: HubProcess
     store: QuotaStore
-    admin_token: str
+    admin_token: str = field(repr=False)  # pytest shows a failing test's arguments
     contact: str = CONTACT
 
     @property
