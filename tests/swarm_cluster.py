@@ -69,6 +69,7 @@ __all__ = [
 ]
 
 LOCK_PATH = Path(tempfile.gettempdir()) / "kernelhub-swarm-harness.lock"
+_lock_depth = 0  # how often this process holds the lock (flock is per open file)
 
 
 @dataclass
@@ -191,7 +192,16 @@ def swarm_cluster(
 @contextmanager
 def no_swarm_running() -> Iterator[None]:
     """While held, no other run of this harness has a swarm on the host: the lock that
-    ``swarm_cluster`` holds; the kernel drops it if its process dies."""
+    ``swarm_cluster`` holds; the kernel drops it if its process dies. Reentrant within
+    a process: a test may call ``swarm_cluster`` inside a cluster (and be refused)."""
+    global _lock_depth
+    if _lock_depth:
+        _lock_depth += 1
+        try:
+            yield
+        finally:
+            _lock_depth -= 1
+        return
     path = LOCK_PATH
     with path.open("a") as lock:
         try:
@@ -199,9 +209,11 @@ def no_swarm_running() -> Iterator[None]:
         except BlockingIOError:
             print(f"swarm_cluster: waiting for another run's swarm ({path})", file=sys.stderr)
             fcntl.flock(lock, fcntl.LOCK_EX)
+        _lock_depth = 1
         try:
             yield
         finally:
+            _lock_depth = 0
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
