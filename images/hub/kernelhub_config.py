@@ -10,7 +10,9 @@ c = get_config()  # noqa: F821
 c.JupyterHub.hub_ip = "0.0.0.0"
 c.JupyterHub.hub_port = 8081  # where the quotad service finds the hub's API
 c.JupyterHub.hub_connect_ip = "hub"
-c.DockerRuntimeSpawner.network_name = "kernelhub-runtimes"
+c.DockerRuntimeSpawner.network_name = os.environ.get(
+    "KERNELHUB_RUNTIMES_NETWORK", "kernelhub-runtimes"
+)
 c.DockerRuntimeSpawner.use_internal_ip = True
 
 # The database, as the role `kernelhub` (images/hub/postgres-roles.sh), its password

@@ -235,9 +235,12 @@ def test_networks_internal_encrypted_and_the_runtimes_one_the_hub_config_names()
         assert networks[name]["driver"] == "overlay"
         assert "encrypted" in networks[name]["driver_opts"]
         assert not networks[name].get("attachable", False)
-    config = (ROOT / "images/hub/kernelhub_config.py").read_text()
+    # one name, the same in the network, the hub's config and the hub's guard
     runtimes = networks["runtimes"]["name"]
-    assert f'network_name = "{runtimes}"' in config
+    assert runtimes == "${KERNELHUB_RUNTIMES_NETWORK:-kernelhub-runtimes}"
+    assert SERVICES["hub"]["environment"]["KERNELHUB_RUNTIMES_NETWORK"] == runtimes
+    config = (ROOT / "images/hub/kernelhub_config.py").read_text()
+    assert 'os.environ.get(\n    "KERNELHUB_RUNTIMES_NETWORK", "kernelhub-runtimes"\n)' in config
     assert command_flag("docker-proxy", "--network") == runtimes
     for service in ("postgres", "quotad"):
         assert SERVICES[service]["networks"] == ["internal"], "nothing beyond the overlay"

@@ -71,6 +71,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             "KERNELHUB_POSTGRES_IMAGE": "kernelhub/ci-postgres:latest",
             "KERNELHUB_PORT": str(port),
             "KERNELHUB_REGISTRY_PORT": str(free_port()),
+            # not the compose deployment's network, which its tests may still hold
+            "KERNELHUB_RUNTIMES_NETWORK": f"{NAME}-runtimes",
         }
         try:
             # as the header says: no image looked up on a registry the test did not make
