@@ -214,6 +214,16 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.2, what: st
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def end_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` lingers past ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def stop_all_runtimes(api: httpx.Client, user: str) -> None:
     servers = api.get(f"users/{user}").json().get("servers", {})
     for name in servers:

@@ -26,7 +26,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from harness import docker_engine, free_port, wait_until
+from harness import docker_engine, end_process, free_port, wait_until
 
 from kernelhub.contract import RUNTIME_TYPE_LABEL, SERVER_LABEL, USER_LABEL
 
@@ -112,12 +112,7 @@ def unix_guard(
         wait_until(answers, timeout=30, what="the guard's unix socket to answer")
         yield guard
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
 
 
 def client(path: str) -> docker.DockerClient:

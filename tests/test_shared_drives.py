@@ -25,7 +25,6 @@ from kernelhub.runtimes.shared_drives import (
 )
 
 OWNER = DriveOwner(uid=1000, gid=1000)
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder away needs root")
 
 
 @pytest.mark.parametrize(
@@ -62,7 +61,6 @@ def test_the_drive_root_is_an_absolute_path_without_dot_segments(root: str, prob
         check_drive_root(root)
 
 
-@needs_root
 def test_a_new_drive_folder_belongs_to_the_runtime_user_alone(tmp_path: Path) -> None:
     path = prepare_shared_drive(str(tmp_path), "kernelhub-drive-alice", OWNER)
     info = Path(path).stat()
@@ -73,7 +71,6 @@ def test_a_new_drive_folder_belongs_to_the_runtime_user_alone(tmp_path: Path) ->
     assert (Path(path) / "notes.txt").read_text() == "kept"
 
 
-@needs_root
 def test_an_existing_folder_opened_up_is_closed_again(tmp_path: Path) -> None:
     folder = tmp_path / "kernelhub-drive-alice"
     folder.mkdir(mode=0o777)
@@ -109,7 +106,6 @@ def test_a_root_that_is_not_mounted_is_an_error_not_a_new_folder(tmp_path: Path)
     assert not missing.exists()
 
 
-@needs_root
 def test_a_hub_that_cannot_give_the_folder_away_says_how_and_leaves_nothing() -> None:
     # the hub as an unprivileged user (uid 65534) on a filesystem that squashes nothing;
     # a folder it can reach (pytest's tmp_path is private to root)

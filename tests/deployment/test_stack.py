@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -291,7 +290,6 @@ def test_the_header_gives_every_step_the_file_needs() -> None:
     assert {f"kernelhub_{s}" for s in loop[1].split()} == set(STACK["secrets"])
 
 
-@pytest.mark.skipif(shutil.which("docker") is None, reason="needs the docker CLI")
 def test_the_docker_cli_loads_the_file_and_requires_the_registry() -> None:
     env = {**os.environ, "KERNELHUB_REGISTRY": "10.0.0.5:5000", "KERNELHUB_DRIVE_ROOT": "/d"}
     loaded = _stack_config(env)

@@ -25,6 +25,7 @@ import pytest
 from harness import (
     HubProcess,
     docker_engine,
+    end_process,
     free_port,
     start_runtime,
     stop_all_runtimes,
@@ -127,12 +128,7 @@ def guard(engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory)
         wait_until(answers, timeout=30, what="the guard to answer")
         yield running
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
 
 
 def state(engine: docker.DockerClient) -> tuple[set[tuple[str, str]], set[str]]:

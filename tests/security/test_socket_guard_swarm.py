@@ -20,7 +20,14 @@ from typing import Any
 import docker
 import httpx
 import pytest
-from harness import HubProcess, free_port, start_runtime, stop_all_runtimes, wait_until
+from harness import (
+    HubProcess,
+    end_process,
+    free_port,
+    start_runtime,
+    stop_all_runtimes,
+    wait_until,
+)
 
 from kernelhub.contract import (
     CPU_LIMIT_LABEL,
@@ -453,12 +460,7 @@ def swarm_guard(
         wait_until(answers, timeout=30, what="the guard to answer")
         yield url, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        end_process(proc)
 
 
 def status_and_message(response: httpx.Response) -> tuple[int, str]:
