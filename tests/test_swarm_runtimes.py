@@ -34,25 +34,31 @@ IMAGE = "kernelhub/runtime-test:latest"
 LABEL_USER = "org.kernelhub.user"
 
 
+def refused_start(args: list[str]) -> list[str]:
+    """`kernelhub up --runtimes swarm ARGS`, which must refuse to start without a
+    traceback; the non-blank lines it wrote to stderr."""
+    result = subprocess.run(
+        [KERNELHUB, "up", "--runtimes", "swarm", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
 def test_runtimes_swarm_without_a_swarm_is_one_clear_line(tmp_path: Path) -> None:
     # first in this file: it runs before the module's cluster makes the host a manager,
     # and while no other run (a benchmark, another pytest) has a swarm here
     with no_swarm_running():
         assert docker.from_env().info()["Swarm"]["LocalNodeState"] == "inactive"
-        result = subprocess.run(
-            [KERNELHUB, "up", "--runtimes", "swarm", "--data-dir", str(tmp_path / "data")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+        lines = refused_start(["--data-dir", str(tmp_path / "data")])
     assert lines == [
         "Error: --runtimes swarm: the Docker engine manages no swarm (`docker swarm init` "
         "makes one)"
-    ], result.stderr
+    ], lines
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +80,7 @@ def test_a_bad_shared_drive_root_is_refused_at_start_in_one_line(
 ) -> None:
     config = tmp_path / "kernelhub_config.py"
     config.write_text(f"c.SwarmRuntimeSpawner.drive_root = {drive_root!r}\n")
-    data = ["--data-dir", str(tmp_path / "data"), "--config", str(config)]
-    result = subprocess.run(
-        [KERNELHUB, "up", "--runtimes", "swarm", *data],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+    lines = refused_start(["--data-dir", str(tmp_path / "data"), "--config", str(config)])
     assert len(lines) == 1 and lines[0].startswith("Error: ") and says in lines[0], lines
 
 
