@@ -28,7 +28,7 @@ from typing import Any
 import docker.errors
 from docker.types import DriverConfig, Mount, Resources, RestartPolicy
 from dockerspawner import SwarmSpawner
-from traitlets import Dict, Integer, Unicode, validate
+from traitlets import Dict, Float, Integer, TraitError, Unicode, validate
 
 from kernelhub.contract import DRIVE_LABEL
 from kernelhub.executor import run_blocking
@@ -45,6 +45,7 @@ from kernelhub.runtimes.types import RuntimeType
 
 from .docker_runtime import DRIVE_MOUNT, SITE_SNIPPETS_MOUNT, DockerRuntimeSpawner
 
+LAUNCHER = "kernelhub-runtime"  # images/common/kernelhub-runtime, LAUNCHER_LABEL's value
 TMP_SIZE = 1 << 30  # bytes of /tmp in memory, charged to the runtime's memory limit
 
 
@@ -89,6 +90,23 @@ class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[m
         services name their image there, so every node can pull it. Empty: images
         must already be on every node.""",
     ).tag(config=True)
+
+    await_network_lockdown = Float(
+        0,
+        help="""Seconds a runtime waits, before its server starts, for the node's
+        `kernelhub network lock-runtimes` to firewall it inside its own network
+        namespace (Swarm's overlays bypass the host's iptables); a runtime not locked
+        down by then exits and the spawn fails. 0: no wait (a cluster without that
+        service: runtimes may then reach each other). docker-stack.yml sets 60. Needs
+        the images' launcher (kernelhub-runtime), which does the waiting.""",
+    ).tag(config=True)
+
+    @validate("await_network_lockdown")
+    def _check_await(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= 3600:
+            raise TraitError(f"await_network_lockdown {value:g}: expected 0-3600 seconds")
+        return value
 
     @validate("drive_root")
     def _check_drive_root(self, proposal: dict[str, Any]) -> str:
@@ -264,8 +282,22 @@ class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[m
         resources.setdefault("Limits", {})["Pids"] = self.pids_limit
         return resources
 
+    async def get_command(self) -> list[str]:
+        command: list[str] = await super().get_command()
+        if self.await_network_lockdown and (self.cmd or not command or command[0] != LAUNCHER):
+            # any other command would start the server, and user code, unfirewalled
+            raise http_refusal(
+                f"runtime image {self.image} has no kernelhub launcher, which waits for the "
+                "runtime's network lock-down: an administrator can rebuild it with "
+                "`kernelhub images build`",
+                503,
+            )
+        return command
+
     def get_env(self) -> dict[str, str]:
         env = super().get_env()
+        if self.await_network_lockdown:
+            env["KERNELHUB_AWAIT_LOCKDOWN"] = f"{self.await_network_lockdown:g}"
         if not self.gpu_ids:
             env.pop("NVIDIA_VISIBLE_DEVICES", None)
             env["NVIDIA_VISIBLE_DEVICES"] = "void"

@@ -9,6 +9,12 @@ through the guard's read-only view on a unix socket that only its user may open 
 node-local volume both services mount). Node-local, each daemon accounts only the
 runtimes it finds on its node: a runtime pinned to the worker, burning CPU, has its CPU
 time accounted in PostgreSQL by the worker's daemon and never by the manager's.
+
+The runtimes' firewall runs there too, as the stack deploys it: `kernelhub network
+lock-runtimes`, global, on the host's network, reading the engine through the same
+read-only view. Runtimes share an overlay network (a decoy service on it reaches each
+of them: the threat is real), and the hub makes each wait for its lock-down: on
+either node they reach the hub, never each other nor the decoy nor the node.
 """
 
 from __future__ import annotations
@@ -56,6 +62,25 @@ QUOTAD_COMMAND = [
     "python3", "-m", "kernelhub.quotas.service", "--interval", "1",
     "--process-interval", "1", "--account-period", "0", "--no-mining-detector",
 ]  # fmt: skip
+LOCK_COMMAND = ["kernelhub", "network", "lock-runtimes", "--proc=/host/proc", "--interval=0.2"]
+RUNTIMES_NETWORK = f"{PREFIX}-runtimes"
+DECOY_PORT = 9000
+# connect to HOST:PORT; print "open" or the error's name (refused, unreachable, timeout)
+PROBE = """import socket
+def probe(host, port):
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return "open"
+    except OSError as e:
+        return type(e).__name__
+"""
+LISTENER = f"""import socket
+s = socket.socket()
+s.bind(("0.0.0.0", {DECOY_PORT}))
+s.listen(16)
+while True:
+    s.accept()[0].close()
+"""
 BURN = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'while True: pass'])"
 
 
@@ -91,7 +116,11 @@ class Store:
 def cluster() -> Iterator[Cluster]:
     images = [RUNTIME_IMAGE, HUB_IMAGE]
     with swarm_cluster(PREFIX, workers=1, images=images, prepull=True, shared_dir=True) as c:
-        yield c
+        network = c.manager.networks.create(RUNTIMES_NETWORK, driver="overlay", labels=c.labels())
+        try:
+            yield c
+        finally:
+            network.remove()
 
 
 @pytest.fixture(scope="module")
@@ -111,11 +140,16 @@ def hub(cluster: Cluster, store: Store, hub_factory: Callable[..., HubProcess]) 
     config = f"""
 c.RuntimeCatalog.runtime_types = [
     {{"name": "gpu", "display_name": "GPU", "image": "{cluster.image(RUNTIME_IMAGE)}",
-      "gpus": 1, "mem_limit": "512M", "cpu_limit": 0.5}},
+      "gpus": 1, "mem_limit": "256M", "cpu_limit": 0.5}},
 ]
-# the worker's one GPU, as a per-node agent would report it: a GPU runtime is pinned there
-c.GpuInventory.nodes = {{"{PREFIX}-worker-1": ["0"]}}
+c.RuntimeCatalog.max_running_runtimes_per_user = 1
+# each node's GPUs, as a per-node agent would report them: a GPU runtime is pinned to its
+# GPU's node, the first to the worker (the most free GPUs), the next ones to either
+c.GpuInventory.nodes = {{"{PREFIX}-worker-1": ["0", "1"], "{cluster.manager_name}": ["0"]}}
 c.SwarmRuntimeSpawner.prefix = "{PREFIX}"
+# on one overlay, as in the stack; never running a user's code before it is firewalled
+c.SwarmRuntimeSpawner.network_name = "{RUNTIMES_NETWORK}"
+c.SwarmRuntimeSpawner.await_network_lockdown = 60
 c.SwarmRuntimeSpawner.drive_name_template = "{PREFIX}-drive-{{username}}"
 c.SwarmRuntimeSpawner.site_snippets_volume = ""
 # the cluster's shared filesystem: the user's drive follows the runtime to the worker
@@ -236,6 +270,55 @@ def quotad(cluster: Cluster, store: Store, hub: HubProcess) -> Iterator[list[Ser
         token.remove()
 
 
+@pytest.fixture(scope="module")
+def lockdown(cluster: Cluster, hub: HubProcess, quotad: list[Service]) -> Iterator[Service]:
+    """The runtimes' firewall, global, as the stack deploys it: root on the host's
+    network with the three capabilities it needs, the host's /proc, the node's engine
+    through the guard's read-only view. The hub is on the manager's host, at the
+    gateway."""
+    manager, labels = cluster.manager, cluster.labels()
+    api_port = hub_api_url(hub).split(":")[2].split("/")[0]
+    service = manager.services.create(
+        cluster.image(HUB_IMAGE),
+        name=f"{PREFIX}-lock-runtimes",
+        command=[*LOCK_COMMAND, f"--hub={cluster.gateway}/32", f"--hub-ports={api_port}"],
+        mode=ServiceMode("global"),
+        env=[f"DOCKER_HOST=unix://{READ_ONLY_SOCKET}"],
+        user="0:0",
+        mounts=[
+            Mount("/host/proc", "/proc", type="bind", read_only=True),
+            Mount(GUARD_DIR, f"{PREFIX}-guard", type="volume", read_only=True, labels=labels),
+            Mount("/run", None, type="tmpfs"),
+        ],
+        networks=["host"],
+        cap_drop=["ALL"],
+        cap_add=["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"],
+        read_only=True,
+        labels=labels,
+        container_labels=labels,
+        restart_policy=RestartPolicy(condition="any", delay=1_000_000_000),
+    )
+    try:
+        nodes = {n.id for n in manager.nodes.list()}
+        wait_for(
+            lambda: running_tasks(service) == nodes,
+            timeout=180,
+            what=f"{service.name} running on every node\n{cluster.logs()}",
+        )
+        yield service
+    finally:
+        service.remove()
+        wait_for(
+            lambda: (
+                not manager.containers.list(
+                    all=True, filters={"label": f"com.docker.swarm.service.name={service.name}"}
+                )
+            ),
+            timeout=90,
+            what="the firewall's containers gone",
+        )
+
+
 def task_container_logs(engine: docker.DockerClient, service: str) -> str:
     """The logs of ``service``'s task on the node whose engine is ``engine``."""
     found = engine.containers.list(
@@ -284,7 +367,7 @@ def cpu_seconds(store: QuotaStore) -> float:
 
 
 def test_the_daemon_on_a_worker_accounts_a_runtime_on_that_worker(
-    cluster: Cluster, store: Store, hub: HubProcess, quotad: list[Service]
+    cluster: Cluster, store: Store, hub: HubProcess, quotad: list[Service], lockdown: Service
 ) -> None:
     token = hub.token(USER)
     readings: list[float] = []
@@ -347,3 +430,92 @@ def test_the_daemons_read_the_engine_through_the_guard_only(
     connect = f"import socket; socket.socket(socket.AF_UNIX).connect('{GUARD_DIR}/engine.sock')"
     rw = daemon.exec_run(["python3", "-c", connect])
     assert rw.exit_code != 0 and b"PermissionError" in rw.output
+
+
+def node_and_address(manager: docker.DockerClient, user: str) -> tuple[str, str]:
+    """Where ``user``'s runtime runs: its node's hostname, its address on the overlay."""
+    (service,) = manager.services.list(filters={"label": f"{USER_LABEL}={user}"})
+    (task,) = [t for t in service.tasks() if t["DesiredState"] == "running"]
+    node = manager.nodes.get(task["NodeID"]).attrs["Description"]["Hostname"]
+    (address,) = [
+        a["Addresses"][0].split("/")[0]
+        for a in task.get("NetworksAttachments", [])
+        if a["Network"]["Spec"]["Name"] == RUNTIMES_NETWORK
+    ]
+    return node, address
+
+
+def test_runtimes_on_any_node_reach_the_hub_but_not_each_other(
+    cluster: Cluster, store: Store, hub: HubProcess, lockdown: Service
+) -> None:
+    users = [f"{PREFIX}{name}" for name in ("alice", "bob", "carol")]
+    tokens = {user: hub.token(user) for user in users}
+    manager = cluster.manager
+    decoy = manager.services.create(
+        cluster.image(RUNTIME_IMAGE),
+        ["python3", "-c", LISTENER],
+        name=f"{PREFIX}-decoy",
+        networks=[RUNTIMES_NETWORK],
+        labels=cluster.labels(),
+        container_labels=cluster.labels(),
+    )
+    try:
+        for user in users:
+            with hub.api(tokens[user]) as api:
+                start_runtime(api, user, "", "gpu")
+        where = {user: node_and_address(manager, user) for user in users}
+        nodes = {node for node, _ in where.values()}
+        assert nodes == {f"{PREFIX}-worker-1", cluster.manager_name}, where  # both kinds of pair
+        wait_for(lambda: running_tasks(decoy), timeout=120, what="the decoy running")
+        decoy_node = manager.nodes.get(next(iter(running_tasks(decoy))))
+        decoy_engine = (
+            manager
+            if decoy_node.attrs["Description"]["Hostname"] == cluster.manager_name
+            else cluster.worker_client(1)
+        )
+        (decoy_container,) = decoy_engine.containers.list(
+            filters={"label": f"com.docker.swarm.service.name={decoy.name}"}
+        )
+        decoy_address = decoy_container.attrs["NetworkSettings"]["Networks"][RUNTIMES_NETWORK][
+            "IPAddress"
+        ]
+        # the threat is real: on the overlay, anything unlocked reaches every runtime
+        for user, (_, address) in where.items():
+            reached = decoy_container.exec_run(
+                ["python3", "-c", f"{PROBE}\nprint(probe({address!r}, 8888))"]
+            )
+            assert reached.output.decode().strip() == "open", (user, reached.output)
+
+        api_port = int(hub_api_url(hub).split(":")[2].split("/")[0])
+        for user in users:
+            others = {o: address for o, (_, address) in where.items() if o != user}
+            code = PROBE + (
+                f"print({{o: probe(a, 8888) for o, a in {others!r}.items()}})\n"
+                f"print(probe({decoy_address!r}, {DECOY_PORT}))\n"
+                f"print(probe({cluster.gateway!r}, {api_port}))\n"
+                f"print(probe({cluster.gateway!r}, {store_port(store)}))\n"
+            )
+            lines = RuntimeClient.of(hub.url, user, "", tokens[user]).run(code).ok().splitlines()
+            peers, to_decoy, to_hub, to_node = (line.strip() for line in lines[-4:])
+            assert "open" not in peers, (user, where[user], peers)
+            assert to_decoy != "open", (user, to_decoy)
+            assert to_hub == "open", (user, to_hub)  # the hub's API, on the manager
+            assert to_node != "open", (user, to_node)  # PostgreSQL, on the same address
+    except BaseException:
+        for engine in (manager, cluster.worker_client(1)):
+            print(task_container_logs(engine, lockdown.name)[-3000:])
+        raise
+    finally:
+        decoy.remove()
+        for user in users:
+            with hub.api(tokens[user]) as api:
+                stop_all_runtimes(api, user)
+    said = task_container_logs(cluster.worker_client(1), lockdown.name)
+    said += task_container_logs(manager, lockdown.name)
+    assert all(f"of {user}" in said for user in users), said
+    assert "NOT locked down" not in said, said
+
+
+def store_port(store: Store) -> int:
+    """The quota store's port on the gateway: a service of the node's, not the hub's."""
+    return int(store.cluster_url.rsplit("@", 1)[1].split("/")[0].split(":")[1])

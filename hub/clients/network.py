@@ -7,7 +7,6 @@ NET_ADMIN and NET_RAW capabilities), against the runtimes' bridge; see
 
 from __future__ import annotations
 
-import ipaddress
 import signal
 import sys
 import time
@@ -17,12 +16,18 @@ from types import FrameType
 
 import click
 
+from kernelhub.clients.network_options import (
+    mining_pool_ports,
+    parse_dns_option,
+    parse_hub_option,
+    parse_networks_option,
+    parse_ports_option,
+)
 from kernelhub.spawner.network_firewall import (
     BACKENDS,
     Firewall,
     FirewallError,
     detect_backend,
-    host_dns_servers,
 )
 from kernelhub.spawner.network_rules import (
     DEFAULT_HUB_PORTS,
@@ -32,8 +37,6 @@ from kernelhub.spawner.network_rules import (
     Network,
     RuleError,
     family_rules,
-    parse_network,
-    parse_ports,
 )
 
 
@@ -42,52 +45,12 @@ def network() -> None:
     """The runtimes' network: what runtime containers may reach."""
 
 
-def _networks(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> tuple[Network, ...]:
-    # the environment variable holds several, separated by spaces or commas
-    texts = [t for value in values for t in value.replace(",", " ").split()]
-    try:
-        return tuple(parse_network(t) for t in texts)
-    except RuleError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _ports(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
-    try:
-        return parse_ports(value)
-    except RuleError as e:
-        raise click.BadParameter(str(e)) from None
-
-
-def _hub(ctx: click.Context, param: click.Parameter, value: str | None) -> IPv4Address | None:
-    if value is None:
-        return None
-    try:
-        return IPv4Address(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an IPv4 address") from None
-
-
-def _dns(
-    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
-) -> tuple[Address, ...]:
-    if values == ("auto",):
-        return host_dns_servers()
-    if values == ("none",):
-        return ()
-    try:
-        return tuple(ipaddress.ip_address(v) for v in values)
-    except ValueError as e:
-        raise click.BadParameter(f"{e}; expected addresses, 'auto' or 'none'") from None
-
-
 @network.command("lock-down")
 @click.option("--bridge", required=True, help="The runtimes network's bridge interface.")
 @click.option(
     "--hub",
     "hub",
-    callback=_hub,
+    callback=parse_hub_option,
     metavar="IP",
     help="The hub's IPv4 address on the bridge (required but with --remove).",
 )
@@ -95,7 +58,7 @@ def _dns(
     "--hub-ports",
     default=",".join(map(str, DEFAULT_HUB_PORTS)),
     show_default=True,
-    callback=_ports,
+    callback=parse_ports_option,
     help="The hub's TCP ports runtimes may connect to (proxy, API).",
 )
 @click.option(
@@ -115,7 +78,7 @@ def _dns(
     multiple=True,
     metavar="CIDR",
     envvar="KERNELHUB_RUNTIME_ALLOW",
-    callback=_networks,
+    callback=parse_networks_option,
     help="A private or link-local network runtimes may reach after all (repeatable; "
     "env KERNELHUB_RUNTIME_ALLOW, separated by spaces).",
 )
@@ -124,7 +87,7 @@ def _dns(
     multiple=True,
     default=("auto",),
     show_default=True,
-    callback=_dns,
+    callback=parse_dns_option,
     help="Resolvers runtimes' DNS queries go to (repeatable): 'auto' reads the host's "
     "resolv.conf as Docker does, 'none' opens none.",
 )
@@ -186,14 +149,7 @@ def lock_down(
         raise click.UsageError("--check, --remove, --print and --watch exclude each other")
     if hub is None and not remove:
         raise click.UsageError("--hub is required (except with --remove)")
-    blocked: tuple[int, ...] = ()
-    if block_mining_ports:
-        from kernelhub.quotas.signatures import SignatureError, load_signatures
-
-        try:
-            blocked = tuple(sorted(load_signatures(signatures).pool_ports))
-        except (OSError, SignatureError) as e:
-            raise click.BadParameter(str(e), param_hint="--signatures") from None
+    blocked = mining_pool_ports(signatures) if block_mining_ports else ()
     try:
         settings = LockDown(
             bridge=bridge,
@@ -269,3 +225,13 @@ def _watch(firewall: Firewall, settings: LockDown, families: list[int], seconds:
             _apply(firewall, settings, families)
         except FirewallError as e:
             _say(f"re-applying failed, retrying in {seconds} s: {e}")
+
+
+def _add_lock_runtimes() -> None:
+    # its own module (Swarm's per-namespace rules); a command of this group
+    from kernelhub.clients.lock_runtimes import lock_runtimes
+
+    network.add_command(lock_runtimes)
+
+
+_add_lock_runtimes()
