@@ -9,6 +9,7 @@ guards against fail, and `docker stack rm` leaves nothing behind (test_stack_swa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILE = ROOT / "docker-stack.yml"
+HUB_CONFIG = ROOT / "images/hub/kernelhub_config.py"  # the stack's hub_config
 STACK: dict[str, Any] = yaml.safe_load(STACK_FILE.read_text())
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = STACK["services"]
@@ -35,7 +37,12 @@ RUN_AS = {
     "hub": ("10001:10001", "replicated", True),
     "node-guard": ("0:10002", "global", True),  # the group: the daemon's socket is 0660
     "quotad": ("10002:10002", "global", True),
+    # root for iptables in the runtimes' namespaces, with the three capabilities below
+    "runtime-firewall": ("0:0", "global", True),
 }
+# the only capabilities any service gets back: the runtimes' firewall's, to open (PTRACE),
+# enter (SYS_ADMIN) and firewall (NET_ADMIN) each runtime's network namespace
+CAP_ADD = {"runtime-firewall": ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]}
 # keys `docker stack deploy` ignores (Engine 20.10, file format 3.8): a safe default
 # written with one of them would silently not be there
 SWARM_IGNORES = {
@@ -48,9 +55,12 @@ BINDS = {
     ("docker-proxy", SOCKET): SOCKET,
     ("node-guard", SOCKET): SOCKET,
     ("quotad", "/proc"): "/host/proc",
+    ("runtime-firewall", "/proc"): "/host/proc",
 }
-# the shared drive root, at the same path as on every node: the hub makes users' folders
-DRIVE_ROOT = "${KERNELHUB_DRIVE_ROOT:?set it as the header says}"
+# the shared drive root, at the same path as on every node: the hub makes users' folders;
+# unset, drives are node-local volumes, and /dev/null stands in for the hub's mount
+DRIVE_ROOT = "${KERNELHUB_DRIVE_ROOT:-}"
+DRIVE_MOUNT = "${KERNELHUB_DRIVE_ROOT:-/dev/null}"
 # what publishes a port, the container port, and nothing else does
 PUBLISHED = {"hub": 8000, "registry": 5000}
 # the services that hold each secret, as in docker-compose.yml
@@ -88,7 +98,7 @@ def test_each_service_runs_as_its_own_user_without_capabilities(service: str) ->
     assert spec.get("read_only", False) is read_only
     if service != "postgres":
         assert spec.get("cap_drop") == ["ALL"]
-    assert "cap_add" not in spec
+    assert spec.get("cap_add") == CAP_ADD.get(service)
 
 
 @pytest.mark.parametrize("service", list(RUN_AS))
@@ -112,9 +122,10 @@ def test_host_paths_only_the_socket_for_guards_and_proc_for_the_daemon(service: 
     for mount in mounts(service):
         if mount["type"] != "bind":
             continue
-        if (service, mount["source"]) == ("hub", DRIVE_ROOT):
-            assert mount["target"] == DRIVE_ROOT
+        if (service, mount["source"]) == ("hub", DRIVE_MOUNT):
+            assert mount["target"] == DRIVE_MOUNT
             assert SERVICES["hub"]["environment"]["KERNELHUB_DRIVE_ROOT"] == DRIVE_ROOT
+            assert command_flag("docker-proxy", "--drive-root") == DRIVE_ROOT
             continue
         key = (service, mount["source"])
         assert key in BINDS, f"{service} bind-mounts {mount['source']} from the node"
@@ -202,7 +213,7 @@ def test_every_node_has_a_read_only_guard_for_its_own_quota_daemon() -> None:
     assert command_flag("node-guard", "--listen").startswith("127.0.0.1:")
     # its group (the user's gid) and 660: the daemon's uid 10002 connects, nobody else
     assert command_flag("node-guard", "--unix-mode") == "660"
-    assert SERVICES["node-guard"]["user"] == f"0:{RUN_AS['quotad'][0].split(':')[1]}"
+    assert SERVICES["node-guard"]["user"] == "0:10002" and RUN_AS["quotad"][0] == "10002:10002"
     assert SERVICES["node-guard"]["networks"] == ["node-guard"]
     assert STACK["networks"]["node-guard"] == {"driver": "overlay", "internal": True}
     joined = {s for s, spec in SERVICES.items() if "node-guard" in spec.get("networks", [])}
@@ -213,9 +224,33 @@ def test_every_node_has_a_read_only_guard_for_its_own_quota_daemon() -> None:
         for m in mounts(s)
         if m["target"] == str(Path(path).parent)
     }
-    assert holders == {"node-guard": False, "quotad": True}
+    assert holders == {"node-guard": False, "quotad": True, "runtime-firewall": True}
     volume = next(m["source"] for m in mounts("quotad") if m["target"] == str(Path(path).parent))
     assert STACK["volumes"][volume] == {}, "a node-local volume (the local driver)"
+
+
+def test_every_node_firewalls_its_runtimes_and_the_hub_makes_them_wait_for_it() -> None:
+    """Overlays bypass the host's chains: `lock-runtimes` firewalls each runtime inside
+    its own namespace, the hub's ports open on the runtimes' network alone, and no
+    runtime starts its server before (tests/test_swarm_quotad.py runs it on a swarm)."""
+    firewall = SERVICES["runtime-firewall"]
+    assert firewall["command"][:3] == ["kernelhub", "network", "lock-runtimes"]
+    assert (
+        command_flag("runtime-firewall", "--hub-network") == STACK["networks"]["runtimes"]["name"]
+    )
+    assert command_flag("runtime-firewall", "--hub-ports") == "8000,8081"
+    assert command_flag("runtime-firewall", "--proc") == "/host/proc"
+    assert not any(a.startswith("--hub=") for a in firewall["command"]), "the hub: one network"
+    # the host's network (its addresses refused to runtimes), for this service alone
+    assert firewall["networks"] == ["hostnet"]
+    assert STACK["networks"]["hostnet"] == {"external": True, "name": "host"}
+    joined = {s for s, spec in SERVICES.items() if "hostnet" in spec.get("networks", [])}
+    assert joined == {"runtime-firewall"}
+    assert (
+        firewall["environment"]["DOCKER_HOST"] == SERVICES["quotad"]["environment"]["DOCKER_HOST"]
+    )
+    config = (ROOT / "images" / "hub" / "kernelhub_config.py").read_text()
+    assert "c.SwarmRuntimeSpawner.await_network_lockdown = 60" in config
 
 
 def test_the_quota_daemon_sees_the_host_processes_read_only_and_is_told_where() -> None:
@@ -291,7 +326,7 @@ def test_the_header_gives_every_step_the_file_needs() -> None:
 
 
 def test_the_docker_cli_loads_the_file_and_requires_the_registry() -> None:
-    env = {**os.environ, "KERNELHUB_REGISTRY": "10.0.0.5:5000", "KERNELHUB_DRIVE_ROOT": "/d"}
+    env = {**os.environ, "KERNELHUB_REGISTRY": "10.0.0.5:5000"}
     loaded = _stack_config(env)
     assert loaded.returncode == 0, loaded.stderr
     rendered = yaml.safe_load(loaded.stdout)["services"]
@@ -301,9 +336,59 @@ def test_the_docker_cli_loads_the_file_and_requires_the_registry() -> None:
     missing = _stack_config(env)
     assert missing.returncode != 0
     assert "KERNELHUB_REGISTRY" in missing.stderr
-    env.pop("KERNELHUB_DRIVE_ROOT")
-    env["KERNELHUB_REGISTRY"] = "10.0.0.5:5000"
-    assert "KERNELHUB_DRIVE_ROOT" in _stack_config(env).stderr
+
+
+# KERNELHUB_DRIVE_ROOT: what the hub is told, what it mounts, and what its guard lets
+# runtime services mount (unset: only their drive volumes, no bind at all)
+DRIVE_MODES = [
+    ("/srv/drives", "/srv/drives", ("/srv/drives", "/srv/drives"), "--drive-root=/srv/drives"),
+    ("", "", ("/dev/null", "/dev/null"), "--drive-root="),  # empty or unset, the same
+]
+
+
+@pytest.mark.parametrize(("root", "told", "mounted", "guard"), DRIVE_MODES)
+def test_the_drive_root_is_shared_when_set_and_node_local_drives_when_not(
+    root: str, told: str, mounted: tuple[str, str], guard: str
+) -> None:
+    env = {**os.environ, "KERNELHUB_REGISTRY": "10.0.0.5:5000", "KERNELHUB_DRIVE_ROOT": root}
+    loaded = _stack_config(env)
+    assert loaded.returncode == 0, loaded.stderr
+    rendered = yaml.safe_load(loaded.stdout)["services"]
+    assert rendered["hub"]["environment"]["KERNELHUB_DRIVE_ROOT"] == told
+    binds = [(m["source"], m["target"]) for m in rendered["hub"]["volumes"] if m["type"] == "bind"]
+    assert binds == [mounted]
+    assert guard in rendered["docker-proxy"]["command"]
+
+
+# KERNELHUB_RUNTIME_TYPES_JSON, read by the hub's config file: the runtime types, or a
+# start stopped with one line naming what is wrong (None: taken; "": unset, the defaults)
+RUNTIME_TYPES_JSON = [
+    ('[{"name": "cpu", "image": "kernelhub/runtime-test:latest", "mem_limit": "1G"}]', None),
+    ("", None),
+    ("[{'name': 'cpu'}]", "KERNELHUB_RUNTIME_TYPES_JSON is not JSON"),
+    ('{"name": "cpu"}', "KERNELHUB_RUNTIME_TYPES_JSON must be a JSON list of runtime types"),
+    ('[{"name": "CPU"}]', "runtime type #1 needs a 'name' of lowercase letters"),
+    ('[{"name": "cpu", "gpu": 1}]', "runtime type #1 has unknown field(s) gpu"),
+    ("[]", "at least one runtime type must be configured"),
+]
+
+
+@pytest.mark.parametrize(("value", "refusal"), RUNTIME_TYPES_JSON)
+def test_the_hub_config_takes_runtime_types_from_the_environment_or_says_why_not(
+    monkeypatch: pytest.MonkeyPatch, value: str, refusal: str | None
+) -> None:
+    from kernelhub.launcher.up import StartupError, load_config_file
+
+    for name in ("KERNELHUB_DB_PASSWORD", "KERNELHUB_DB_PASSWORD_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KERNELHUB_RUNTIME_TYPES_JSON", value)
+    if refusal is None:
+        catalog = load_config_file(HUB_CONFIG).RuntimeCatalog
+        assert catalog.get("runtime_types") == (json.loads(value) if value else None)
+        return
+    with pytest.raises(StartupError) as refused:
+        load_config_file(HUB_CONFIG)
+    assert refusal in str(refused.value) and "\n" not in str(refused.value), refused.value
 
 
 def _stack_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

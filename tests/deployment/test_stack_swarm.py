@@ -1,14 +1,17 @@
 """docker-stack.yml deployed on a real (one-node) swarm of its own, as its header says:
 node labels, `docker secret create`, images in a registry, `docker stack deploy`. Every
 service's tasks run (and are healthy), the hub answers on its published port, the
-attacks the file guards against fail in the running tasks, and `docker stack rm` leaves
-no service, container, network or config behind (test_stack.py reads the file itself).
+attacks the file guards against fail in the running tasks, runtimes spawned through the
+deployed hub's REST API answer through its proxy to their own user alone and keep their
+drive across a restart, and `docker stack rm` leaves no service, container, network or
+config behind (test_stack.py reads the file itself).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,10 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import free_port, wait_until
+from harness import free_port, start_runtime, stop_all_runtimes, wait_until
+from kernels import RuntimeClient
+from stack_runtimes import PROBE, Spawned, spawned_runtimes
 from swarm_cluster import swarm_cluster
 
 from deployment.test_stack import (
+    CAP_ADD,
     ROOT,
     RUN_AS,
     SECRET_TARGETS,
@@ -29,6 +35,7 @@ from deployment.test_stack import (
     STACK,
     STACK_FILE,
 )
+from kernelhub.contract import DRIVE_LABEL, USER_LABEL
 
 # the harness may wait for another run's swarm first (one swarm per host)
 pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -36,7 +43,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.swarm, pytest.mark.slow, pytest.ma
 
 NAME = "khsws"  # the stack's name, and the swarm harness's prefix
 NAMESPACE = "com.docker.stack.namespace"
-PUSHED = ["kernelhub/hub:latest", "kernelhub/docker-proxy:latest"]
+RUNTIME_IMAGE = "kernelhub/runtime-test:latest"  # the small one: the catalog's only type
+PUSHED = ["kernelhub/hub:latest", "kernelhub/docker-proxy:latest", RUNTIME_IMAGE]
+RUNTIME_TYPES = [{"name": "cpu", "image": RUNTIME_IMAGE, "mem_limit": "1G", "cpu_limit": 1.0}]
 
 
 @dataclass
@@ -49,7 +58,7 @@ class Deployed:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+def stack() -> Iterator[Deployed]:
     """docker-stack.yml deployed as its header says, on a one-node swarm of its own:
     node labels, `docker secret create`, images pushed to a registry (the harness's:
     the stack's own registry service runs too, on a port of its own)."""
@@ -63,10 +72,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         for name, value in values.items():  # never printed: only their names are
             engine.secrets.create(name=name, data=value.encode(), labels=cluster.labels())
         port = free_port()
-        drives = tmp_path_factory.mktemp("drives")  # stands for the cluster filesystem
         env = {
-            "KERNELHUB_DRIVE_ROOT": str(drives),
             **os.environ,
+            # node-local drives (the header's one-node choice): a shared root needs an NFS
+            # export with all_squash for the hub to hand folders to uid 1000, and this
+            # kernel has no NFS client (test_swarm_runtimes.py tests shared drives)
+            "KERNELHUB_DRIVE_ROOT": "",
+            "KERNELHUB_RUNTIME_TYPES_JSON": json.dumps(RUNTIME_TYPES),
             "KERNELHUB_REGISTRY": f"{cluster.registry}/{NAME}",
             "KERNELHUB_POSTGRES_IMAGE": "kernelhub/ci-postgres:latest",
             "KERNELHUB_PORT": str(port),
@@ -165,13 +177,17 @@ def test_deployed_every_service_runs_and_the_hub_answers(stack: Deployed) -> Non
     states = _running(engine)
     assert set(states.values()) == {"running"}, f"not every service runs: {states}"
 
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{stack.url}/hub/health", timeout=3).status_code == 200
-        except httpx.HTTPError:
-            return False
+    wait_until(
+        lambda: _hub_healthy(stack.url), timeout=180, interval=2,
+        what="the hub on its published port",
+    )  # fmt: skip
 
-    wait_until(healthy, timeout=180, interval=2, what="the hub on its published port")
+
+def _hub_healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/hub/health", timeout=3).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _task_container(engine: Any, service: str) -> Any:
@@ -201,10 +217,15 @@ def test_deployed_no_secret_in_any_service_task_or_container_configuration(
         assert not any(value in text for text in shown), f"{name} is in a configuration"
 
 
+# linux/capability.h: the bits of the capabilities a service of the file gets back
+CAPABILITY_BITS = {"NET_ADMIN": 12, "SYS_PTRACE": 19, "SYS_ADMIN": 21}
+
+
 @pytest.mark.parametrize("service", list(RUN_AS))
 def test_deployed_users_capabilities_socket_and_ports(stack: Deployed, service: str) -> None:
-    """As the file says, in the running task: its uid, no effective capability, the
-    Docker socket only in the guards, and ports in host mode."""
+    """As the file says, in the running task: its uid, no effective capability (but the
+    runtimes' firewall's three), the Docker socket only in the guards, and ports in host
+    mode."""
     engine = stack.engine
     container = _task_container(engine, service)
     code, status = _run_in(container, "cat", "/proc/1/status")
@@ -214,7 +235,8 @@ def test_deployed_users_capabilities_socket_and_ports(stack: Deployed, service: 
     if user:
         assert fields["Uid"].split()[0] == user.split(":")[0]
         assert fields["Gid"].split()[0] == user.split(":")[1]
-    assert int(fields["CapEff"], 16) == 0, f"{service}: effective capabilities"
+    expected = sum(1 << CAPABILITY_BITS[cap] for cap in CAP_ADD.get(service, []))
+    assert int(fields["CapEff"], 16) == expected, f"{service}: effective capabilities"
     has_socket = _run_in(container, "test", "-S", SOCKET)[0] == 0
     assert has_socket is (service in ("docker-proxy", "node-guard"))
     ports = engine.services.get(f"{NAME}_{service}").attrs["Endpoint"].get("Ports", [])
@@ -276,3 +298,103 @@ def test_deployed_the_node_guard_lets_the_daemon_read_runtimes_and_nothing_more(
     code, out = _run_in(quotad, "python3", "-c", GUARD_PROBE, socket_path)
     assert code == 0, out
     assert out.split() == ["200", "200", "403", "403"]
+
+
+# ---- runtimes spawned through the deployed hub (tests/stack_runtimes.py) --------------
+
+
+@pytest.fixture(scope="module")
+def spawned(stack: Deployed) -> Iterator[Spawned]:
+    """Two users with a runtime each, spawned once for the tests below."""
+    wait_until(lambda: _hub_healthy(stack.url), timeout=300, interval=2, what="the hub")
+    hub = _task_container(stack.engine, "hub")
+    with spawned_runtimes(stack.engine, stack.url, hub) as run:
+        yield run
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_deployed_a_runtime_is_its_users_service_on_the_drive_node_and_answers_them(
+    spawned: Spawned, n: int
+) -> None:
+    """A one-task service labelled as its user's, pinned to the manager the hub talks to
+    (node-local drives), its drive a volume there labelled as that user's; through the
+    hub's proxy, it answers its user's token."""
+    engine, user = spawned.engine, spawned.users[n]
+    (service,) = engine.services.list(filters={"label": f"{USER_LABEL}={user}"})
+    spec = service.attrs["Spec"]["TaskTemplate"]
+    assert spec["ContainerSpec"]["Labels"][USER_LABEL] == user
+    assert spec["ContainerSpec"]["Image"].split("@")[0].endswith(f"/{NAME}/{RUNTIME_IMAGE}")
+    assert spec["Placement"]["Constraints"] == [f"node.hostname=={engine.info()['Name']}"]
+    assert [t["Status"]["State"] for t in service.tasks()] == ["running"]
+    (drive,) = [m for m in spec["ContainerSpec"]["Mounts"] if m["Target"] == "/home/jovyan"]
+    assert drive.get("Type", "volume") == "volume", drive
+    assert engine.volumes.get(drive["Source"]).attrs["Labels"][DRIVE_LABEL] == user
+    api, status = spawned.apis[user], spawned.runtime_url(user, "api/status")
+    # right after the start a server may answer its first request with a 403
+    # (test_compose.py): it must answer within seconds
+    wait_until(lambda: api.get(status).status_code == 200, timeout=30, what=f"{user}'s status")
+
+
+# who asks for the first user's runtime, with which Authorization header
+INTRUDERS = {"the other user's token": "other", "no token": "", "a made-up token": "forged"}
+
+
+@pytest.mark.parametrize("who", list(INTRUDERS))
+@pytest.mark.parametrize("path", ["api/status", "api/contents"])
+def test_deployed_nobody_else_reaches_a_users_runtime(
+    spawned: Spawned, who: str, path: str
+) -> None:
+    owner, other = spawned.users
+    headers = {
+        "other": dict(spawned.apis[other].headers),
+        "": {},
+        "forged": {"Authorization": f"token {secrets.token_hex(16)}"},
+    }[INTRUDERS[who]]
+    if INTRUDERS[who] == "other":  # a token that works, on its own user's runtime
+        assert httpx.get(spawned.runtime_url(other, path), headers=headers).status_code == 200
+    answer = httpx.get(spawned.runtime_url(owner, path), headers=headers, timeout=30)
+    # 403 or 404 from the server, or a redirect to sign in: never the runtime's answer
+    assert answer.status_code in (302, 403, 404), f"{who}: {answer.status_code}"
+    if answer.status_code == 302:
+        assert "/hub/" in answer.headers["location"], answer.headers["location"]
+
+
+def test_deployed_runtimes_reach_the_hub_but_never_each_other(
+    stack: Deployed, spawned: Spawned
+) -> None:
+    """The stack's runtime-firewall: the hub reaches each runtime's server on the overlay
+    (which connects them all); a user's kernel reaches the hub, not the other runtime."""
+    network = f"{NAME}-runtimes"
+    owner, other = spawned.users
+    targets = [(spawned.address(other, network), 8888), ("hub", 8081), ("hub", 8000)]
+    hub_sees = _run_in(_task_container(stack.engine, "hub"), "python3", "-c",
+                       f"ADDRESSES = {targets[:1]!r}\n{PROBE}")  # fmt: skip
+    assert hub_sees[1].split() == ["open"], hub_sees
+    code = f"ADDRESSES = {targets!r}\n{PROBE}"
+    seen = RuntimeClient.of(stack.url, owner, "", spawned.token(owner)).run(code).ok().split()
+    assert seen[1:] == ["open", "open"], seen  # the hub's API and proxy
+    assert seen[0] != "open", seen  # the other user's server
+
+
+def test_deployed_a_file_in_the_drive_survives_a_restart_and_stopping_leaves_nothing(
+    spawned: Spawned,
+) -> None:
+    """Written through the contents API into the node-local drive; the stopped runtime
+    leaves no service or container (the other user's runs on); started again, its new
+    task finds the file. Then both stop: nothing of either is left."""
+    (user, other), api = spawned.users, spawned.apis[spawned.users[0]]
+    url = spawned.runtime_url(user, "api/contents/stack-probe.txt")
+    text = f"written through the deployed stack {secrets.token_hex(4)}"
+    assert api.get(url).status_code == 404  # a new drive of its own
+    written = api.put(url, json={"type": "file", "format": "text", "content": text})
+    assert written.status_code in (200, 201), written.text
+    stop_all_runtimes(api, user)
+    # the engine removes a service's container a moment after the service
+    wait_until(lambda: not spawned.left(user), timeout=60, interval=1, what=f"{user}'s runtime")
+    assert len(spawned.left(other)) == 2, "the other user's service and container run on"
+    start_runtime(api, user, "", "cpu")
+    wait_until(lambda: api.get(url).status_code == 200, timeout=30, what="the file")
+    assert api.get(url).json()["content"] == text
+    for name, client in spawned.apis.items():
+        stop_all_runtimes(client, name)
+    wait_until(lambda: not spawned.left(), timeout=60, interval=1, what="every runtime to go")
