@@ -11,7 +11,8 @@ not root and holds no capability (the spawner's ``cap_drop: ALL``).
 
 The filter table of the namespace, replaced whole:
 
-* out: loopback, replies, DNS to the engine's resolvers, and NEW connections to the
+* out: loopback, replies; never Swarm's or the engine's ports (``CLUSTER_*_PORTS``)
+  anywhere; DNS to the engine's resolvers, and NEW connections to the
   hub's ports where the hub may be (``hub_networks``: its network's subnet, or its
   own addresses); then the operator's allow-list; everything else on the runtime's
   own networks (other runtimes), the node's own addresses, link-local (cloud
@@ -44,6 +45,13 @@ from .network_rules import (
     _dns,
     _dports,
 )
+
+# Swarm's and the engine's own ports, refused to runtimes on EVERY address (nodes may have
+# public ones, which the private ranges do not cover): cluster management (2377),
+# gossip (7946), VXLAN (4789: a forged frame would land on an overlay) with IPsec's ESP,
+# and the engine's API (2375, 2376)
+CLUSTER_TCP_PORTS = (2375, 2376, 2377, 7946)
+CLUSTER_UDP_PORTS = (4789, 7946)
 
 # the loopback interface's alias once the rules are in; the same text is in
 # images/common/kernelhub-runtime, which waits for it (tests/test_namespace_rules.py)
@@ -85,6 +93,11 @@ def namespace_rules(settings: RuntimeNamespace, family: int) -> str:
     outbound = ["-o lo -j ACCEPT", ESTABLISHED]
     if family == 4:
         inbound.append(f"-p tcp --dport {s.server_port} -j ACCEPT")
+        outbound += [f"{match} -j {reject}" for match in _dports(CLUSTER_TCP_PORTS)]
+        outbound += [
+            f"-p udp -m multiport --dports {','.join(map(str, CLUSTER_UDP_PORTS))} -j {reject}",
+            f"-p esp -j {reject}",
+        ]
         outbound += _dns([a for a in s.dns_servers if a.version == 4], "ACCEPT")
         outbound += [
             f"-d {network} {match} -j ACCEPT"

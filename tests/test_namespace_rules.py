@@ -65,6 +65,10 @@ ORDER = [
     ("the node's own addresses refused", "203.0.113.7/32 -j REJECT", "-j ACCEPT"),
     ("link-local (metadata) refused", "169.254.0.0/16 -j REJECT", "-j ACCEPT"),
     ("mining-pool ports refused", "--dport 3333 -j REJECT", "-j ACCEPT"),
+    # Swarm's ports on any address (a node's public one too), whatever else allows
+    ("swarm's TCP ports first", "--dports 2375,2376,2377,7946 -j REJECT", "-p udp --dport 53"),
+    ("VXLAN and gossip over UDP first", "--dports 4789,7946 -j REJECT", "-p udp --dport 53"),
+    ("IPsec ESP first", "-p esp -j REJECT", "10.9.0.0/16 -j ACCEPT"),
 ]
 
 
