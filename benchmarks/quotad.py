@@ -17,7 +17,9 @@ counted), not wall time: the benchmark machine is shared.
   processes   ``ProcessScanner`` on a fake /proc (its ``proc`` seam) of 100 x
               --processes entries in a temp dir: a root process (named with its
               start time in the fake hub's server state) and its children, as the
-              scanner sees a real host's local runtimes. Read every 5 s (the daemon's default
+              scanner sees a real host's local runtimes; each has a stat,
+              cmdline and io file (io is read at every scan, for the mining
+              detector). Read every 5 s (the daemon's default
               --process-interval: CPU time is a running total), GPUs every
               cycle. The host's real /proc scan (none of its processes are
               runtimes) is timed on its own, for scale.
@@ -62,6 +64,11 @@ from kernelhub.quotas.telemetry import GpuProcessSample, GpuSample, TelemetrySam
 GPUS, GPU_PROCESSES, RUNTIMES = 8, 64, 100
 TARGET_CORE_SHARE = 0.01  # of one core, at one cycle per second
 FIRST_PID = 100_000
+IO_FILE = "".join(
+    f"{k}: {v}\n"
+    for k, v in [("rchar", 123456), ("wchar", 7890), ("syscr", 120), ("syscw", 40),
+                 ("read_bytes", 4096), ("write_bytes", 0), ("cancelled_write_bytes", 0)]
+)  # fmt: skip
 ACCOUNT_PERIOD_DEFAULT = 60.0  # kernelhub-quotad --account-period's default
 # mean CPU ms per cycle before the scanner, detector and daemon kept state between
 # cycles (same defaults, same machine class): the "before" column
@@ -129,6 +136,8 @@ def fake_proc(root: Path, processes: int) -> dict[str, list[int]]:
             fields += ["20", "0", "1", "0", str(start_of(pid)), "100000000", "25000"] + ["0"] * 20
             (directory / "stat").write_text(f"{pid} (python3) {' '.join(fields)}\n")
             (directory / "cmdline").write_text("python3\0-m\0ipykernel_launcher\0")
+            # read at every scan for the mining detector's I/O counters, as on a real host
+            (directory / "io").write_text(IO_FILE)
             if p == 0:
                 parent = pid  # the kernels and terminals are the server's children
             pids.setdefault(user, []).append(pid)

@@ -5,15 +5,19 @@
 
 LABELS (default ``tests/data/labels.json`` in the current directory, i.e. a kernelhub
 checkout: an installed package ships no labelled traces) lists runtimes, each a GPU trace
-(``trace``, relative to the labels file) or a CPU-only runtime (``duration_s``),
+(``trace``, relative to the labels file), a recording of a real CPU-only runtime
+(``recording``: what the daemon's process scanner read of it each second, see
+``kernelhub.quotas.recorded``) or a described CPU-only runtime (``duration_s``),
 its ``label`` (``mining`` / ``not-mining``), when mining starts
 (``mining_starts_s``), and what a trace cannot carry: ``kernel`` activity
 (``"always"``, ``"never"``, ``{"every_s": E, "busy_s": B}`` or
 ``{"intervals": [[from, until], ...]}``; ``kernel_last_active_s`` for activity
 before the trace), ``processes`` ({pid, name, cmdline}), ``connections``
 ({ip, port}), ``cpu`` (cores used: a number or a list of {fraction}) and
-``cpu_cores``. A process, connection or cpu item may carry ``from_s`` /
-``until_s``. Times are seconds from the trace's start.
+``cpu_cores``, and ``interval_s`` (seconds between observations; default: the file's).
+A process, connection or cpu item may carry ``from_s`` / ``until_s``. Times are seconds
+from the trace's start. A recording brings its own processes, CPU, memory and I/O; the
+entry adds what it cannot hold (kernel activity, a pool connection as data).
 
 Each runtime is replayed tick by tick (``ReplayTelemetry`` on a ``VirtualClock``:
 no sleeping) through one ``MiningDetector``. A flag stops the runtime, as the
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -45,55 +48,15 @@ from kernelhub.quotas.detector import (
     MiningDetector,
     RuntimeObservation,
 )
+from kernelhub.quotas.labels import Case, LabelsError, load_cases
+from kernelhub.quotas.recorded import RecordedSample
 from kernelhub.quotas.replay import ReplayTelemetry
-from kernelhub.quotas.signatures import ProcessInfo, SignatureError, Signatures, load_signatures
+from kernelhub.quotas.signatures import SignatureError, Signatures, load_signatures
 
 DEFAULT_LABELS = Path("tests/data/labels.json")
-DEFAULT_MAX_DELAY_S = 300.0
+DEFAULT_MAX_DELAY_S = 60.0  # issue 16: a miner is stopped within a minute
 EPOCH = 1767225600.0  # replays start at 2026-01-01T00:00:00Z, so explanations read as dates
-Label = Literal["mining", "not-mining"]
 Outcome = Literal["detected", "late", "missed", "false-positive", "clean"]
-
-
-class LabelsError(ValueError):
-    """The labels file is malformed; the message names the file and the field."""
-
-
-@dataclass(frozen=True)
-class Timed:
-    """A process, connection or CPU level present from ``start`` until ``end`` (seconds)."""
-
-    value: Any
-    start: float = -math.inf
-    end: float = math.inf
-
-    def active(self, t: float) -> bool:
-        return self.start <= t < self.end
-
-
-@dataclass(frozen=True)
-class Case:
-    """One labelled runtime and the context its trace cannot carry."""
-
-    name: str
-    label: Label
-    why: str
-    trace: Path | None
-    duration_s: float  # CPU-only runtimes; a trace's own duration otherwise
-    mining_starts_s: float | None
-    kernel: Any  # "always" | "never" | {"every_s", "busy_s"} | {"intervals"}
-    kernel_last_active_s: float | None
-    processes: tuple[Timed, ...] = ()
-    connections: tuple[Timed, ...] = ()
-    cpu: tuple[Timed, ...] = ()
-    cpu_cores: float = 1.0
-
-    def kernel_busy(self, t: float) -> bool:
-        if isinstance(self.kernel, str):
-            return self.kernel == "always"
-        if "every_s" in self.kernel:
-            return t % self.kernel["every_s"] < self.kernel["busy_s"]
-        return any(start <= t < end for start, end in self.kernel["intervals"])
 
 
 @dataclass(frozen=True)
@@ -135,93 +98,19 @@ class Report:
         ]
 
     @property
+    def p95_delay(self) -> float | None:
+        """Nearest-rank 95th percentile of the delays of all mining runtimes (a late flag
+        counts its delay, a miss infinity); None without mining runtimes."""
+        delays = sorted(
+            math.inf if r.delay_s is None else r.delay_s
+            for r in self.results
+            if r.case.label == "mining"
+        )
+        return delays[math.ceil(0.95 * len(delays)) - 1] if delays else None
+
+    @property
     def ok(self) -> bool:
         return all(r.outcome in ("detected", "clean") for r in self.results)
-
-
-def load_cases(path: Path) -> tuple[list[Case], dict[str, Any]]:
-    """The runtimes of a labels file, and its top-level settings; LabelsError if malformed."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise LabelsError(f"{path}: cannot read labels ({e})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("runtimes"), list):
-        raise LabelsError(f"{path}: expected an object with a 'runtimes' list")
-    cases = [_case(entry, path, i) for i, entry in enumerate(data["runtimes"])]
-    names = [c.name for c in cases]
-    if len(set(names)) != len(names):
-        raise LabelsError(f"{path}: runtime names must be unique: {names}")
-    return cases, data
-
-
-def _case(entry: Any, path: Path, index: int) -> Case:
-    def fail(key: str, problem: str) -> LabelsError:
-        return LabelsError(f"{path}: runtimes[{index}].{key}: {problem}")
-
-    def number(key: str, default: float | None = None) -> float | None:
-        value = entry.get(key, default)
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
-            raise fail(key, f"expected a number, got {value!r}")
-        return None if value is None else float(value)
-
-    def timed(key: str, make: Any) -> tuple[Timed, ...]:
-        items = entry.get(key, [])
-        items = [{"fraction": items}] if key == "cpu" and not isinstance(items, list) else items
-        if not isinstance(items, list):
-            raise fail(key, "expected a list")
-        try:
-            return tuple(
-                Timed(make(item), item.get("from_s", -math.inf), item.get("until_s", math.inf))
-                for item in items
-            )
-        except (AttributeError, KeyError, TypeError, ValueError) as e:
-            raise fail(key, f"malformed item ({e!r})") from None
-
-    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-        raise fail("name", "every runtime needs a name")
-    if entry.get("label") not in ("mining", "not-mining"):
-        raise fail("label", f"expected 'mining' or 'not-mining', got {entry.get('label')!r}")
-    kernel = entry.get("kernel", "never")
-    if not _kernel_pattern(kernel):
-        raise fail(
-            "kernel",
-            f'expected "always", "never", {{"every_s": E, "busy_s": B}} or '
-            f'{{"intervals": [[from, until], ...]}}, got {kernel!r}',
-        )
-    trace = entry.get("trace")
-    if (trace is None) == (entry.get("duration_s") is None):
-        raise fail("trace", "give either a trace file or, for a CPU-only runtime, duration_s")
-    mining_starts = number("mining_starts_s")
-    if (entry["label"] == "mining") != (mining_starts is not None):
-        raise fail("mining_starts_s", "required for mining runtimes, and only for them")
-    return Case(
-        name=entry["name"],
-        label=entry["label"],
-        why=str(entry.get("why", "")),
-        trace=None if trace is None else path.parent / trace,
-        duration_s=number("duration_s", 0.0) or 0.0,
-        mining_starts_s=mining_starts,
-        kernel=kernel,
-        kernel_last_active_s=number("kernel_last_active_s"),
-        processes=timed("processes", lambda p: ProcessInfo(int(p["pid"]), p["name"], p["cmdline"])),
-        connections=timed("connections", lambda c: Endpoint(str(c["ip"]), int(c["port"]))),
-        cpu=timed("cpu", lambda c: float(c["fraction"])),
-        cpu_cores=number("cpu_cores", 1.0) or 1.0,
-    )
-
-
-def _kernel_pattern(kernel: Any) -> bool:
-    def numbers(values: Any) -> bool:
-        return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-
-    if kernel in ("always", "never"):
-        return True
-    if isinstance(kernel, dict) and kernel.keys() == {"every_s", "busy_s"}:
-        return numbers(kernel.values()) and kernel["every_s"] > 0
-    intervals = kernel.get("intervals") if isinstance(kernel, dict) else None
-    return isinstance(intervals, list) and all(
-        isinstance(i, list) and len(i) == 2 and numbers(i) for i in intervals
-    )
 
 
 async def replay(
@@ -230,27 +119,41 @@ async def replay(
     """Replay one runtime tick by tick until it ends or is flagged (and so stopped)."""
     clock = VirtualClock(EPOCH)
     telemetry = None if case.trace is None else ReplayTelemetry(case.trace, clock)
+    rec = case.recording
     duration = case.duration_s if telemetry is None else telemetry.duration
+    duration = duration if rec is None else rec.duration
+    interval_s = case.interval_s or interval_s
     last_active = None if case.kernel_last_active_s is None else EPOCH + case.kernel_last_active_s
     best: Decision | None = None
     ticks = int(duration // interval_s) + 1
+    scanned: RecordedSample | None = None  # the recording's scan at the previous tick
     for tick in range(ticks):
         t = tick * interval_s
-        busy = case.kernel_busy(t)
-        last_active = clock.now() if busy else last_active
         sample = None if telemetry is None else await telemetry.sample()
+        clock.advance(interval_s)
+        counters: dict[str, Any] = {}
+        if rec is not None:
+            now = rec.at(t)
+            if scanned is not None and now.t <= scanned.t:
+                continue  # the recorder was late: no new scan by then (the daemon's neither)
+            t, counters, scanned = now.t, _counters(now, scanned), now  # its real time
+        busy = case.kernel_busy(t)
+        last_active = EPOCH + t if busy else last_active
         cpu = [c.value for c in case.cpu if c.active(t)]
         decision = detector.observe(
             RuntimeObservation(
-                time=clock.now(),
+                time=EPOCH + t,
                 runtime=case.name,
                 gpus=() if sample is None else sample.gpus,
-                processes=[p.value for p in case.processes if p.active(t)],
-                connections=[c.value for c in case.connections if c.active(t)],
-                cpu_fraction=cpu[-1] if cpu else None,
+                processes=[p.value for p in case.processes if p.active(t)]
+                + list(counters.pop("processes", ())),
+                connections=[c.value for c in case.connections if c.active(t)]
+                + list(counters.pop("connections", ())),
+                cpu_fraction=counters.pop("cpu_fraction", cpu[-1] if cpu else None),
                 cpu_cores=case.cpu_cores,
                 kernel_busy=busy,
                 last_kernel_activity=last_active,
+                **counters,
             )
         )
         if decision.flagged:
@@ -258,9 +161,22 @@ async def replay(
             return _flagged(case, decision, t, tick + 1, max_delay_s)
         if best is None or decision.score > best.score:
             best = decision
-        clock.advance(interval_s)
     outcome: Outcome = "missed" if case.label == "mining" else "clean"
     return CaseResult(case, outcome, ticks, None, None, best)
+
+
+def _counters(now: RecordedSample, before: RecordedSample | None) -> dict[str, Any]:
+    """A recorded scan as the daemon passes it: the cores used since the previous scan
+    (as its note_scan), the cumulative counters, the processes and connections."""
+    counters: dict[str, Any] = {
+        "rss_bytes": now.rss_bytes, "minor_faults": now.minor_faults,
+        "cpu_wait_seconds": now.cpu_wait_seconds, "io_chars": now.io_chars,
+        "storage_bytes": now.storage_bytes, "processes": now.processes,
+        "connections": [Endpoint(*c) for c in now.connections],
+    }  # fmt: skip
+    if before is not None:
+        counters["cpu_fraction"] = (now.cpu_seconds - before.cpu_seconds) / (now.t - before.t)
+    return counters
 
 
 def _flagged(
@@ -325,7 +241,8 @@ def format_report(report: Report) -> str:
         f"recall    {_figure(recall)} ({report.count('detected')} of {mining} mining runtimes "
         f"stopped within {report.max_delay_s:g} s)",
         "detection delay: "
-        + (f"mean {sum(delays) / len(delays):.1f} s, max {max(delays):.1f} s" if delays else "n/a"),
+        + (f"mean {sum(delays) / len(delays):.1f} s, max {max(delays):.1f} s" if delays else "n/a")
+        + ("" if report.p95_delay is None else f", p95 {report.p95_delay:.1f} s"),
         f"not-mining runtimes flagged: {report.count('false-positive')}",
     ]
     return "\n".join(lines)
@@ -341,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m kernelhub.quotas.evaluate", description=__doc__.split("\n")[0]
     )
     parser.add_argument("labels", nargs="?", type=Path, default=None)
-    parser.add_argument("--window", type=float, help="detector window, seconds (default 240)")
+    parser.add_argument("--window", type=float, help="detector window, seconds (default 45)")
     parser.add_argument("--threshold", type=float, help="score that flags (default 1.0)")
     parser.add_argument("--max-delay", type=float, help="seconds a miner may run (default: file's)")
     parser.add_argument("--signatures", type=Path, help="signature file (default: the shipped one)")

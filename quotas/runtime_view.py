@@ -146,4 +146,9 @@ def observation(
         last_kernel_activity=(
             kernels.last_activity.timestamp() if kernels and kernels.last_activity else None
         ),
+        rss_bytes=usage.rss_bytes if usage else None,
+        minor_faults=usage.minor_faults if usage else None,
+        cpu_wait_seconds=usage.cpu_wait_seconds if usage else None,
+        io_chars=usage.io_chars if usage else None,
+        storage_bytes=usage.storage_bytes if usage else None,
     )

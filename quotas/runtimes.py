@@ -88,6 +88,13 @@ class RuntimeUsage:
     rss_bytes: int = 0
     connections: list[tuple[str, int]] = field(default_factory=list)  # remote (ip, port)
     processes: list[tuple[int, str, str]] = field(default_factory=list)  # pid, name, cmdline
+    # cumulative, for the mining detector: minor page faults (reaped children's too),
+    # seconds runnable but waiting for a CPU (with CPU time: what it would use on an idle
+    # host), rchar + wchar (every read and write call) and read_bytes + write_bytes
+    minor_faults: int = 0
+    cpu_wait_seconds: float | None = 0.0
+    io_chars: int | None = 0
+    storage_bytes: int | None = 0
 
 
 @dataclass
@@ -99,6 +106,32 @@ class _Proc:
     name: str = ""
     cmdline: str = ""
     netns: str = ""  # its network namespace, as /proc/<pid>/ns/net links it
+    ran: int = -1  # its own utime + stime when these were read: wait, chars, storage
+    counters: tuple[float | None, int | None, int | None] = (None, None, None)
+
+
+def _add_counters(usage: RuntimeUsage, known: _Proc, ran: int, base: str) -> None:
+    """Add a process's seconds waiting for a CPU and I/O to its runtime's (None once one is
+    unreadable: a partial sum looks quiet), read again only if it ran since: else it did no
+    I/O and (given a CPU within a scan) waited for none. Sleeping processes cost nothing."""
+    if ran != known.ran:
+        stat = _read_bytes(base + "/schedstat").split()  # run ns, wait ns, timeslices
+        wait = int(stat[1]) / 1e9 if len(stat) > 1 and stat[1].isdigit() else None
+        io = dict(
+            ln.split(b": ", 1) for ln in _read_bytes(base + "/io").splitlines() if b": " in ln
+        )
+        keys = (b"rchar", b"wchar", b"read_bytes", b"write_bytes")
+        r, w, rb, wb = (int(io[k]) if io.get(k, b"").strip().isdigit() else None for k in keys)
+        chars = None if r is None or w is None else r + w
+        storage = None if rb is None or wb is None else rb + wb
+        known.ran, known.counters = ran, (wait, chars, storage)
+    wait, chars, storage = known.counters
+    waited = usage.cpu_wait_seconds
+    usage.cpu_wait_seconds = None if wait is None or waited is None else waited + wait
+    if chars is None or storage is None or usage.io_chars is None or usage.storage_bytes is None:
+        usage.io_chars = usage.storage_bytes = None
+    else:
+        usage.io_chars, usage.storage_bytes = usage.io_chars + chars, usage.storage_bytes + storage
 
 
 class LocalRoot(NamedTuple):
@@ -170,6 +203,9 @@ class ProcessScanner:
             ticks = int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
             usage.cpu_seconds += ticks / tick
             usage.rss_bytes += int(fields[21]) * page
+            usage.minor_faults += int(fields[7]) + int(fields[8])  # minflt, cminflt
+            ran = int(fields[11]) + int(fields[12])  # its own utime + stime
+            _add_counters(usage, known, ran, f"{self._root}/{pid}")
             usage.processes.append((pid, known.name, known.cmdline))
         if self.connections:
             self._all_connections(found)
@@ -268,15 +304,18 @@ class ProcessScanner:
         return owner
 
     def _describe(self, pid: int, fields: list[bytes]) -> _Proc:
-        """A runtime process's name, command line and network namespace (read once), and
-        an open ``stat`` descriptor for the next scans."""
+        """A runtime process's name, command line and network namespace (read once, and
+        again after an exec: its name in ``stat``, read every scan, changed), and an open
+        ``stat`` descriptor for the next scans."""
         known = self._procs.get(pid)
         if known is None:
             known = self._procs[pid] = _Proc(int(fields[19]))
         base = f"{self._root}/{pid}"
-        if not known.described:
+        name = fields[0].decode(errors="replace")
+        # an exec (a launcher turning into a miner) keeps the PID; mid-exec, cmdline reads ""
+        if not known.described or name != known.name or not known.cmdline:
             known.described = True
-            known.name = fields[0].decode(errors="replace")
+            known.name = name
             cmdline = _read(base + "/cmdline", MAX_CMDLINE_BYTES)
             known.cmdline = cmdline.replace("\0", " ").strip()
             known.netns = _readlink(base + "/ns/net")
@@ -288,8 +327,9 @@ class ProcessScanner:
     # --- measurements ---
 
     def _stat(self, pid: int) -> list[bytes] | None:
-        """Fields of /proc/<pid>/stat from ``comm`` on: [0] comm, [1] ppid, [11:15] times,
-        [19] start time, [21] RSS pages (indexes are the man page's minus 2)."""
+        """Fields of /proc/<pid>/stat from ``comm`` on: [0] comm, [1] ppid, [7:9] minor
+        faults (own, reaped children's), [11:15] times, [19] start time, [21] RSS pages
+        (indexes are the man page's minus 2)."""
         fd = self._fds.get(pid)
         if fd is None:
             raw = _read_bytes(f"{self._root}/{pid}/stat")

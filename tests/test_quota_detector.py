@@ -36,7 +36,7 @@ from kernelhub.quotas.telemetry import read_trace
 DATA = Path(__file__).parent / "data"
 LABELS = DATA / "labels.json"
 ROOT = Path(__file__).parent.parent
-MAX_DELAY_S = 300
+MAX_DELAY_S = 60  # issue 16: a miner is stopped within a minute
 ML_TRACES = ["training", "inference", "idle_with_memory"]
 IN_A_CELL = {"kernel_busy": True, "cpu_fraction": 1.0, "cpu_cores": 4}
 # started with nohup, data loaders on every core: two signals, still not enough
@@ -65,10 +65,10 @@ def by_name(report):
         ("matmul_benchmark", "clean", None, {GPU_SATURATED_FLAT}),
         ("cpu_preprocessing_nohup", "clean", None, {CPU_SATURATED_OUTSIDE_KERNEL}),
         ("hash_search_xmrig", "detected", 0, {MINER_PROCESS, POOL_PORT}),
-        ("hash_search_disguised", "detected", 240, {GPU_SATURATED_FLAT, NO_KERNEL_ACTIVITY}),
-        ("hash_search_in_notebook", "detected", 240, {GPU_SATURATED_FLAT, POOL_PORT}),
-        ("training_then_mining", "detected", 240, {GPU_SATURATED_FLAT, NO_KERNEL_ACTIVITY}),
-        ("cpu_miner_disguised", "detected", 240, {CPU_SATURATED_OUTSIDE_KERNEL, POOL_PORT}),
+        ("hash_search_disguised", "detected", 40, {GPU_SATURATED_FLAT, NO_KERNEL_ACTIVITY}),
+        ("hash_search_in_notebook", "detected", 40, {GPU_SATURATED_FLAT, POOL_PORT}),
+        ("training_then_mining", "detected", 40, {GPU_SATURATED_FLAT, NO_KERNEL_ACTIVITY}),
+        ("cpu_miner_disguised", "detected", 40, {CPU_SATURATED_OUTSIDE_KERNEL, POOL_PORT}),
     ],
 )
 def test_labelled_runtime(report, name, outcome, max_delay_s, signals):
@@ -88,7 +88,9 @@ def test_labelled_runtime(report, name, outcome, max_delay_s, signals):
 
 
 def test_every_labelled_runtime_is_in_the_table(report):
-    assert len(report.results) == 11
+    # 11 described here, 9 recorded from real programs (tests/test_mining_cpu.py)
+    assert len(report.results) == 20
+    assert sum(r.case.recording is not None for r in report.results) == 9
     assert {r.case.label for r in report.results} == {"mining", "not-mining"}
 
 
@@ -97,14 +99,17 @@ def test_the_evaluation_finds_every_miner_in_time_and_flags_nothing_else(report)
     assert report.recall == 1.0
     assert report.ok
     assert max(report.delays) <= MAX_DELAY_S
+    assert report.p95_delay is not None and report.p95_delay <= MAX_DELAY_S
     assert report.count("false-positive", "late", "missed") == 0
 
 
-@pytest.mark.parametrize("window_s", [120.0, 180.0])
-def test_shorter_windows_still_separate_the_labelled_runtimes(window_s):
-    shorter = evaluate(LABELS, DetectorConfig(window_s=window_s))
-    assert (shorter.precision, shorter.recall) == (1.0, 1.0)
-    assert max(shorter.delays) <= window_s
+@pytest.mark.parametrize("window_s", [35.0, 45.0, 50.0, 120.0, 240.0])
+def test_other_windows_flag_nothing_that_is_not_mining(window_s):
+    """The choice of 40 s is for the delay: no window near it, nor the 240 s one it
+    replaced, flags an ML runtime (longer ones miss the 90 s recordings' miners)."""
+    other = evaluate(LABELS, DetectorConfig(window_s=window_s))
+    assert other.count("false-positive") == 0
+    assert other.precision == 1.0
 
 
 def test_the_evaluation_script_prints_its_figures():
@@ -120,7 +125,7 @@ def test_the_evaluation_script_prints_its_figures():
     out = run.stdout
     assert "precision 1.00" in out
     assert "recall    1.00" in out
-    assert "detection delay: mean" in out and "max 240.0 s" in out
+    assert "detection delay: mean" in out and "p95" in out
     assert "not-mining runtimes flagged: 0" in out
     for name in ("training", "inference", "idle_with_memory", "hash_search_disguised"):
         assert name in out
@@ -258,8 +263,8 @@ def test_a_cpu_miner_without_a_gpu_is_flagged_by_cpu_and_pool():
     context = {"cpu_fraction": 7.9, "cpu_cores": 8, "connections": [Endpoint("192.0.2.1", 14444)]}
     decisions = [detector.observe(observation(t, **context)) for t in range(240)]
     first = next(d for d in decisions if d.flagged)
-    assert first.time == 228
-    assert "CPU >= 90% of the allowed 8 cores" in first.explain()
+    assert first.time == 38  # 40 s x coverage 0.95, at 1 s ticks
+    assert "CPU used or waited for >= 90% of the allowed 8 cores" in first.explain()
     assert "connected to 192.0.2.1:14444 (pool ports)" in first.explain()
 
 
@@ -511,7 +516,8 @@ def test_the_script_fails_when_a_miner_is_caught_too_late(capsys):
     out = capsys.readouterr().out
     assert "hash_search_disguised    mining     late" in out
     assert "training_then_mining     mining     missed" in out
-    assert "precision 1.00" in out and "recall    0.20" in out
+    assert "cpu_c_sha256_renamed     mining     missed" in out  # a 90 s recording
+    assert "precision 1.00" in out and "recall    0.10" in out
 
 
 def test_the_labelled_traces_are_what_their_script_writes(tmp_path):
