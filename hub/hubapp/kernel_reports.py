@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from jupyterhub import orm
 from jupyterhub.apihandlers.base import APIHandler
 from jupyterhub.scopes import has_scope, needs_scope
 from jupyterhub.utils import isoformat
@@ -46,6 +47,7 @@ MAX_BODY = 1024  # bytes: {"busy": false, "last_activity": "..."} is well under 
 MAX_TIME_TEXT = 40  # characters of an ISO 8601 time: "2026-01-01T00:00:00.000000+00:00"
 FIELDS = frozenset({"busy", "last_activity"})
 SETTINGS_KEY = "kernelhub_kernel_reports"
+LOOKUP_BATCH = 500  # user names per query: well under any database's parameter limit
 
 
 @dataclass(frozen=True)
@@ -153,9 +155,10 @@ class KernelReportsAPIHandler(APIHandler):
     @needs_scope("read:users:activity")  # unfiltered: a user's own token is refused
     async def get(self) -> None:
         reports = reports_of(self)
+        users = self._find_users({user_name for user_name, _ in reports})
         listed = []
         for (user_name, server_name), report in list(reports.items()):
-            if self._current(user_name, server_name, report):
+            if self._current(users.get(user_name), server_name, report):
                 listed.append(report.to_json(user_name, server_name))
             else:
                 reports.pop((user_name, server_name), None)  # its server stopped
@@ -163,9 +166,20 @@ class KernelReportsAPIHandler(APIHandler):
         self.set_header("Cache-Control", "no-store")
         self.write(json.dumps({"now": isoformat(_utcnow()), "reports": listed}))
 
-    def _current(self, user_name: str, server_name: str, report: KernelReport) -> bool:
+    def _find_users(self, names: set[str]) -> dict[str, Any]:
+        """The hub's users of these names, in a query per LOOKUP_BATCH names: the daemon
+        reads every cycle, and a query per report (find_user) held the hub's event loop
+        for each of the runtimes in turn."""
+        found: dict[str, Any] = {}
+        ordered = sorted(names)
+        for start in range(0, len(ordered), LOOKUP_BATCH):
+            batch = ordered[start : start + LOOKUP_BATCH]
+            for orm_user in self.db.query(orm.User).filter(orm.User.name.in_(batch)):
+                found[orm_user.name] = self._user_from_orm(orm_user)
+        return found
+
+    def _current(self, user: Any, server_name: str, report: KernelReport) -> bool:
         """The report describes the server running now (not an earlier run of it)."""
-        user = self.find_user(user_name)
         if user is None or server_name not in user.orm_spawners:
             return False
         spawner = user.spawners[server_name]
