@@ -51,13 +51,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import pwd
 import re
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -69,21 +67,24 @@ from pathlib import Path
 
 import docker
 import httpx
-import spawn
-from spawn import DockerStockHub, Failed, Side, log, percentile, remove_docker_objects, running
-from startup import StockHub, stop_hub
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from harness import HubProcess, free_port, runtime_pids, write_test_credentials
+import hubs
+from hub_profile import PROFILE_DUMP, PROFILE_START, profile_lines
+from hubs import Failed, log, remove_docker_objects, running
+from load_sides import (
+    REQUEST_TIMEOUT,
+    LoadSide,
+    kernelhub_side,
+    set_up_users,
+    start_runtimes,
+    stock_side,
+)
+from measure import percentile
+from proc_usage import child_pid, proc_stat, quotad_cycles, rss_mib, runtime_memory
+from startup import stop_hub
 
 from kernelhub.launcher.state import read_hub_state
 
 TARGETS_MS = {"api/users/<self>": 100.0, "api/user": 100.0, "home": 200.0}
-DOCKER_MEM, DOCKER_CPU = "512M", 0.5
-SETUP_CONCURRENCY = 4  # sign-ins (bcrypt) and spawns at once, outside the clock
-REQUEST_TIMEOUT = 30.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 ACCESS = re.compile(r"\] (\d{3}) GET (/hub/[^ ?]*)\S* \([^)]*\) ([\d.]+)ms$")
 
 
@@ -93,168 +94,6 @@ def endpoint_of(path: str) -> str | None:
     if path.startswith("/hub/api/users/") and path.count("/") == 4:
         return "api/users/<self>"
     return "home" if path == "/hub/home" else None
-
-
-@dataclass
-class LoadSide(Side):
-    """One hub under test: its users' tokens and session cookies (never printed)."""
-
-    kind: str = "local"
-    cookies: dict[str, str] = field(default_factory=dict, repr=False)
-    passwords: dict[str, str] = field(default_factory=dict, repr=False)
-    shared_password: str = field(default="", repr=False)  # stock: every user's
-
-
-PROFILE_ENV = "KH_BENCH_PROFILE"
-# JupyterHub takes SIGUSR1 (it logs its status): two real-time signals instead
-PROFILE_START, PROFILE_DUMP = signal.SIGRTMIN + 3, signal.SIGRTMIN + 4
-# the hub's sitecustomize under --profile: PROFILE_START starts cProfile, PROFILE_DUMP
-# stops it and writes the stats (renamed into place when whole); only the process
-# started with the variable (not its children)
-PROFILE_HOOK = f"""
-import cProfile, os, signal
-_path = os.environ.pop({PROFILE_ENV!r}, None)
-if _path:
-    _profile = cProfile.Profile()
-    def _dump(*_):
-        _profile.disable()
-        _profile.dump_stats(_path + ".part")
-        os.rename(_path + ".part", _path)
-    signal.signal({int(PROFILE_START)}, lambda *_: _profile.enable())
-    signal.signal({int(PROFILE_DUMP)}, _dump)
-"""
-
-
-def profile_env(workdir: Path, name: str) -> dict[str, str]:
-    """The environment that has the hub profile itself (PROFILE_HOOK) into NAME.prof."""
-    hook = workdir / "profile-hook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(PROFILE_HOOK)
-    return {"PYTHONPATH": str(hook), PROFILE_ENV: str(workdir / f"{name}.prof")}
-
-
-def kernelhub_side(workdir: Path, kind: str, run_prefix: str, profile: bool) -> LoadSide:
-    data_dir = workdir / "kernelhub" / "data"
-    write_test_credentials(data_dir, secrets.token_urlsafe(18))
-    prefix = f"{run_prefix}k"
-    if kind == "docker":  # benchmarks/spawn.py's set-up, with smaller limits
-        config = f"""
-c.RuntimeCatalog.runtime_types = [
-    {{"name": "cpu", "display_name": "None (CPU)", "image": "{spawn.IMAGE}",
-      "mem_limit": "{DOCKER_MEM}", "cpu_limit": {DOCKER_CPU}}},
-]
-c.GpuInventory.use_nvml = False
-c.DockerRuntimeSpawner.prefix = "{prefix}"
-c.DockerRuntimeSpawner.drive_name_template = "{prefix}-drive-{{username}}"
-c.Spawner.start_timeout = 120
-"""
-    else:  # Unix accounts with a prefix of this run's, deleted at the end
-        config = f'c.LocalRuntimeSpawner.account_prefix = "{run_prefix}-"\n'
-    hub = HubProcess(data_dir=data_dir, port=free_port(), config_text=config, runtimes=kind)
-    if profile:
-        hub.env = profile_env(workdir, "kernelhub")
-    return LoadSide("kernelhub", hub, prefix, {"runtime": "cpu"}, kind=kind)
-
-
-@dataclass
-class LoadDockerStockHub(DockerStockHub):
-    def settings(self) -> dict[str, object]:
-        return {
-            **super().settings(),
-            "DockerSpawner.mem_limit": DOCKER_MEM,
-            "DockerSpawner.cpu_limit": DOCKER_CPU,
-        }
-
-
-def stock_side(workdir: Path, kind: str, run_prefix: str, gateway: str, profile: bool) -> LoadSide:
-    data_dir, prefix = workdir / "stock" / "data", f"{run_prefix}s"
-    hub: StockHub
-    if kind == "docker":
-        hub = LoadDockerStockHub(
-            data_dir=data_dir, port=free_port(), prefix=prefix, gateway=gateway
-        )
-    else:
-        hub = StockHub(data_dir=data_dir, port=free_port())
-    # nativeauthenticator 1.3's login form fails on JupyterHub 6 (HTTP 500): stock's
-    # own shared-password authenticator signs the users in through the same form
-    password = secrets.token_urlsafe(18)
-    with hub.config_path.open("a") as config:
-        config.write(
-            'c.JupyterHub.authenticator_class = "shared-password"\n'
-            f"c.SharedPasswordAuthenticator.user_password = {password!r}\n"
-            "c.Spawner.start_timeout = 120\n"
-        )
-    if profile:
-        hub.env = profile_env(workdir, "stock")
-    side = LoadSide("stock", hub, prefix, None, kind=kind)
-    side.shared_password = password
-    return side
-
-
-# ---------------------------------------------------------------- users and runtimes
-
-
-def xsrf(client: httpx.AsyncClient) -> str:
-    return next((str(c.value) for c in client.cookies.jar if c.name == "_xsrf"), "")
-
-
-async def sign_in(side: LoadSide, user: str) -> None:
-    """Sign ``user`` in through the login form; keep the session cookie.
-
-    The login's redirect is not followed: stock JupyterHub's next page (/hub/spawn)
-    would start the user's server.
-    """
-    async with httpx.AsyncClient(base_url=side.hub.url, timeout=REQUEST_TIMEOUT) as browser:
-        await browser.get("/hub/login")
-        form = {"username": user, "password": side.passwords[user], "_xsrf": xsrf(browser)}
-        answer = await browser.post("/hub/login", data=form)
-        where = answer.headers.get("location", "")
-        names = {c.name for c in browser.cookies.jar}
-        if (
-            answer.status_code != 302
-            or "/hub/login" in where
-            or "jupyterhub-hub-login" not in names
-        ):
-            raise Failed(f"{side.name} sign-in of {user} failed: HTTP {answer.status_code}")
-        side.cookies[user] = "; ".join(f"{c.name}={c.value}" for c in browser.cookies.jar)
-
-
-def make_user(side: LoadSide, user: str) -> None:
-    """kernelhub: the account, its password and a token (the harness's helpers, sync)."""
-    side.passwords[user] = side.hub.password(user)
-    side.tokens[user] = side.hub.token(user)
-
-
-async def set_up_users(side: LoadSide, users: list[str]) -> None:
-    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-
-    async def one(user: str) -> None:
-        async with gate:
-            side.check_alive()
-            if side.name == "kernelhub":
-                await asyncio.to_thread(make_user, side, user)
-                await sign_in(side, user)
-            else:  # the shared password; the first sign-in creates the user
-                side.passwords[user] = side.shared_password
-                await sign_in(side, user)
-                side.tokens[user] = await asyncio.to_thread(side.hub.token, user)
-
-    t0 = time.monotonic()
-    await asyncio.gather(*(one(u) for u in users))
-    log(f"{side.name}: {len(users)} users signed in, with tokens, in {time.monotonic() - t0:.0f}s")
-
-
-async def start_runtimes(side: LoadSide, users: list[str]) -> None:
-    gate = asyncio.Semaphore(SETUP_CONCURRENCY)
-    t0 = time.monotonic()
-    async with httpx.AsyncClient(base_url=side.hub.url, timeout=REQUEST_TIMEOUT) as client:
-
-        async def one(user: str) -> None:
-            async with gate:
-                await spawn.spawn_until_ready(client, side, user, time.monotonic())
-
-        await asyncio.gather(*(one(u) for u in users))
-    log(f"{side.name}: {len(users)} runtimes ready in {time.monotonic() - t0:.0f}s")
 
 
 # ---------------------------------------------------------------- load
@@ -303,48 +142,6 @@ async def client_loop(
                     if not ok:
                         load.errors[endpoint] = load.errors.get(endpoint, 0) + 1
             await asyncio.sleep(max(0.0, args.interval - (time.monotonic() - started)))
-
-
-def proc_stat(pid: int) -> tuple[int, float]:
-    """(parent PID, CPU seconds user+system) of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mib(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def child_pid(parent: int, marker: str) -> int | None:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if proc_stat(int(entry.name))[0] == parent and marker in proc_cmdline(entry):
-                return int(entry.name)
-    return None
-
-
-def proc_cmdline(entry: Path) -> str:
-    return (entry / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ")
-
-
-async def quotad_cycles(side: LoadSide, port: int, token: str) -> float:
-    """Cycles the quota daemon has run, from its /metrics (the cycle histogram's count)."""
-    async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT) as client:
-        answer = await client.get(
-            f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"token {token}"}
-        )
-    if answer.status_code != 200:
-        raise Failed(f"the quota daemon's /metrics: HTTP {answer.status_code}")
-    match = re.search(r"^kernelhub_quotad_cycle_seconds_count (\S+)$", answer.text, re.M)
-    if not match:
-        raise Failed("the quota daemon's /metrics has no cycle count")
-    return float(match.group(1))
 
 
 @dataclass
@@ -409,37 +206,6 @@ async def measure(side: LoadSide, users: list[str], args: argparse.Namespace) ->
                 load.hub_ms.setdefault(endpoint, []).append(float(match.group(3)))
     usage.runtime_mib = await asyncio.to_thread(runtime_memory, side, users[: args.runtimes])
     return load, usage
-
-
-def runtime_memory(side: LoadSide, users: list[str]) -> dict[str, float]:
-    """Median MiB of an idle runtime: local process RSS (server, whole sandbox) or container."""
-    if side.kind == "docker":
-        engine = docker.from_env(timeout=60)
-        try:
-            used, anon = [], []
-            for user in users:
-                stats = engine.containers.get(side.container_name(user)).stats(stream=False)
-                memory = stats["memory_stats"]
-                counts = memory.get("stats", {})  # cgroup v2 names, else v1's
-                inactive = counts.get("total_inactive_file", counts.get("inactive_file", 0))
-                used.append((memory["usage"] - inactive) / 2**20)  # as `docker stats` shows
-                anon.append(counts.get("anon", counts.get("total_rss", counts.get("rss", 0))))
-        finally:
-            engine.close()
-        return {
-            "container (docker stats)": statistics.median(used),
-            "container anonymous (rss)": statistics.median(anon) / 2**20,
-        }
-    server, sandbox = [], []
-    for user in users:
-        pids = runtime_pids(side.hub.data_dir, user)
-        everything = runtime_pids(side.hub.data_dir, user, with_sandbox=True)
-        server.append(sum(rss_mib(p) for p in pids))
-        sandbox.append(sum(rss_mib(p) for p in everything))
-    memory = {"server process RSS": statistics.median(server)}
-    if sandbox != server:
-        memory["server + sandbox processes RSS"] = statistics.median(sandbox)
-    return memory
 
 
 # ---------------------------------------------------------------- report
@@ -509,20 +275,6 @@ def report(results: dict[str, tuple[Load, Usage]], args: argparse.Namespace) -> 
     return out
 
 
-def profile_lines(path: Path, name: str, top: int = 30) -> list[str]:
-    import io
-    import pstats
-
-    text = io.StringIO()
-    stats = pstats.Stats(str(path), stream=text)
-    stats.sort_stats("tottime").print_stats(top)
-    stats.sort_stats("cumulative").print_stats(r"kernelhub|jupyterhub", top)
-    return [
-        "cProfile of the kernelhub hub over the window (own time, then cumulative):",
-        text.getvalue(),
-    ]
-
-
 # ---------------------------------------------------------------- main
 
 
@@ -573,7 +325,7 @@ async def run(args: argparse.Namespace, workdir: Path, run_prefix: str) -> None:
     if args.runtimes_kind == "docker":
         from kernelhub.runtimes.engine import check_engine
 
-        check = await asyncio.to_thread(check_engine, [spawn.IMAGE])
+        check = await asyncio.to_thread(check_engine, [hubs.IMAGE])
         if not check.usable:
             raise Failed(f"Docker runtimes cannot run here: {check.reason}")
         gateway = check.bridge_gateway or ""
@@ -603,7 +355,7 @@ def delete_accounts(prefix: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    spawn.terminate_on_sigterm()
+    hubs.terminate_on_sigterm()
     run_prefix = f"kl{secrets.token_hex(3)}"
     workdir = Path(tempfile.mkdtemp(prefix="kernelhub-load-bench-"))
     try:
@@ -612,7 +364,7 @@ def main() -> None:
         log(f"hub load benchmark failed: {e}")
         sys.exit(1)
     finally:
-        for hub in spawn.STARTED_HUBS:
+        for hub in hubs.STARTED_HUBS:
             stop_hub(hub)
         if args.runtimes_kind == "docker":
             engine = docker.from_env(timeout=60)

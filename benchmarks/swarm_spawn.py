@@ -58,18 +58,18 @@ from pathlib import Path
 
 import docker
 import httpx
-from spawn import (
+from hubs import (
     Failed,
     Side,
     log,
-    percentile,
     remove_docker_objects,
     running,
     spawn_until_ready,
     terminate_on_sigterm,
 )
+from measure import percentile
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # spawn.py does too
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # hubs.py does too
 
 from harness import HubProcess, free_port, write_test_credentials
 from swarm_cluster import Cluster, SwarmClusterError, swarm_cluster
