@@ -57,11 +57,9 @@ import argparse
 import asyncio
 import os
 import secrets
-import shutil
 import socket
 import statistics
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,24 +70,21 @@ from hubs import (
     CPU_LIMIT,
     IMAGE,
     MEM_LIMIT,
-    STARTED_HUBS,
     DockerStockHub,
     Failed,
     Side,
     kernelhub_side,
     log,
-    remove_docker_objects,
+    run_docker_benchmark,
     running,
+    stock_side,
     stop_until_gone,
-    terminate_on_sigterm,
 )
 from playwright.async_api import Browser, async_playwright
-from startup import stop_hub
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser import CHROMIUM, CHROMIUM_ARGS
-from harness import free_port
 
 from kernelhub.runtimes.engine import check_engine
 
@@ -124,17 +119,6 @@ def stock_password(side: Side, user: str) -> str:
 
 
 # ---------------------------------------------------------------- hubs and sides
-
-
-def stock_side(workdir: Path, prefix: str, gateway: str) -> Side:
-    hub = PasswordStockHub(
-        data_dir=workdir / "stock" / "data",
-        port=free_port(),
-        prefix=prefix,
-        gateway=gateway,
-        image=IMAGE,
-    )
-    return Side("stock", hub, prefix, None)
 
 
 @dataclass
@@ -274,7 +258,8 @@ async def run(
             with running(kernelhub_side(workdir, f"{run_prefix}k", IMAGE)) as side:
                 results["kernelhub"] = await measure(side, browser, engine, args)
             gateway = check.bridge_gateway
-            with running(stock_side(workdir, f"{run_prefix}s", gateway)) as side:
+            stock = stock_side(workdir, f"{run_prefix}s", gateway, IMAGE, PasswordStockHub)
+            with running(stock) as side:
                 results["stock"] = await measure(side, browser, engine, args)
         finally:
             await browser.close()
@@ -284,23 +269,9 @@ async def run(
 
 def main() -> None:
     args = parse_args()
-    terminate_on_sigterm()
-    run_prefix = f"khcell{secrets.token_hex(3)}"
-    workdir = Path(tempfile.mkdtemp(prefix="kernelhub-first-cell-bench-"))
-    engine = docker.from_env(timeout=60)
-    try:
-        asyncio.run(run(args, engine, workdir, run_prefix))
-    except Failed as e:
-        log(f"first-cell benchmark failed: {e}")
-        sys.exit(1)
-    finally:
-        for hub in STARTED_HUBS:
-            stop_hub(hub)
-        try:
-            remove_docker_objects(engine, run_prefix)
-        finally:
-            engine.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+    run_docker_benchmark(
+        "first-cell", "khcell", lambda engine, workdir, prefix: run(args, engine, workdir, prefix)
+    )
 
 
 if __name__ == "__main__":

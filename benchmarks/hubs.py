@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import shutil
 import signal
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -286,8 +288,14 @@ def kernelhub_side(workdir: Path, prefix: str, image: str) -> Side:
     return Side("kernelhub", hub, prefix, {"runtime": "cpu"})
 
 
-def stock_side(workdir: Path, prefix: str, gateway: str, image: str) -> Side:
-    hub = DockerStockHub(
+def stock_side(
+    workdir: Path,
+    prefix: str,
+    gateway: str,
+    image: str,
+    hub_class: type[DockerStockHub] = DockerStockHub,
+) -> Side:
+    hub = hub_class(
         data_dir=workdir / "stock" / "data",
         port=free_port(),
         prefix=prefix,
@@ -332,3 +340,30 @@ def terminate_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
+
+
+def run_docker_benchmark(
+    what: str,
+    tag: str,
+    run: Callable[[docker.DockerClient, Path, str], Coroutine[object, object, None]],
+) -> None:
+    """Run ``run(engine, workdir, run_prefix)``; whatever happens, stop every hub it
+    started, remove every container and volume named with the run's prefix, and the
+    temporary directory. A ``Failed`` run says why in one line and exits 1."""
+    terminate_on_sigterm()
+    run_prefix = f"{tag}{secrets.token_hex(3)}"
+    workdir = Path(tempfile.mkdtemp(prefix=f"kernelhub-{what.replace(' ', '-')}-bench-"))
+    engine = docker.from_env(timeout=60)
+    try:
+        asyncio.run(run(engine, workdir, run_prefix))
+    except Failed as e:
+        log(f"{what} benchmark failed: {e}")
+        sys.exit(1)
+    finally:
+        for hub in STARTED_HUBS:
+            stop_hub(hub)
+        try:
+            remove_docker_objects(engine, run_prefix)
+        finally:
+            engine.close()
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -40,12 +40,8 @@ import argparse
 import asyncio
 import contextlib
 import os
-import secrets
-import shutil
 import socket
 import statistics
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,21 +52,18 @@ from hubs import (
     CPU_LIMIT,
     IMAGE,
     MEM_LIMIT,
-    STARTED_HUBS,
     Failed,
     Side,
     kernelhub_side,
     log,
-    remove_docker_objects,
+    run_docker_benchmark,
     running,
     spawn_until_ready,
     stock_side,
     stop_until_gone,
-    terminate_on_sigterm,
 )
 from measure import load_average, percentile
 from spawn_profile import profile
-from startup import stop_hub
 
 from kernelhub.runtimes.engine import check_engine
 
@@ -271,23 +264,9 @@ async def run(
 
 def main() -> None:
     args = parse_args()
-    terminate_on_sigterm()
-    run_prefix = f"khspawn{secrets.token_hex(3)}"
-    workdir = Path(tempfile.mkdtemp(prefix="kernelhub-spawn-bench-"))
-    engine = docker.from_env(timeout=60)
-    try:
-        asyncio.run(run(args, engine, workdir, run_prefix))
-    except Failed as e:
-        log(f"spawn benchmark failed: {e}")
-        sys.exit(1)
-    finally:
-        for hub in STARTED_HUBS:
-            stop_hub(hub)
-        try:
-            remove_docker_objects(engine, run_prefix)
-        finally:
-            engine.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+    run_docker_benchmark(
+        "spawn", "khspawn", lambda engine, workdir, prefix: run(args, engine, workdir, prefix)
+    )
 
 
 if __name__ == "__main__":

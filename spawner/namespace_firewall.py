@@ -21,7 +21,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
@@ -88,16 +88,7 @@ class Policy:
                 raise LockError(f"it is not on the hub's network {self.hub_network}")
             hub_networks.insert(0, on.network)
         own = tuple(dict.fromkeys(i.network for i in runtime.networks.values()))
-        return RuntimeNamespace(
-            hub_networks=tuple(hub_networks),
-            own_networks=own,
-            hub_ports=self.template.hub_ports,
-            server_port=self.template.server_port,
-            allow=self.template.allow,
-            dns_servers=self.template.dns_servers,
-            node_addresses=self.template.node_addresses,
-            blocked_ports=self.template.blocked_ports,
-        )
+        return replace(self.template, hub_networks=tuple(hub_networks), own_networks=own)
 
 
 class NamespaceLock:

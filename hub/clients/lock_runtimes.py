@@ -17,9 +17,8 @@ import click
 
 from kernelhub.clients.network_options import (
     mining_pool_ports,
-    parse_dns_option,
     parse_networks_option,
-    parse_ports_option,
+    runtime_policy_options,
 )
 from kernelhub.contract import USER_LABEL
 from kernelhub.spawner.namespace_firewall import (
@@ -31,8 +30,6 @@ from kernelhub.spawner.namespace_firewall import (
 )
 from kernelhub.spawner.namespace_rules import RuleError, RuntimeNamespace, namespace_rules
 from kernelhub.spawner.network_rules import (
-    DEFAULT_HUB_PORTS,
-    DEFAULT_SERVER_PORT,
     Address,
     Network,
 )
@@ -63,43 +60,7 @@ def _hubs(
     callback=_hubs,
     help="Where else the hub is, e.g. a hub on a manager's host (repeatable).",
 )
-@click.option(
-    "--hub-ports",
-    default=",".join(map(str, DEFAULT_HUB_PORTS)),
-    show_default=True,
-    callback=parse_ports_option,
-    help="The hub's TCP ports runtimes may connect to (proxy, API).",
-)
-@click.option(
-    "--server-port",
-    default=DEFAULT_SERVER_PORT,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="The runtimes' server port, the one port they accept connections on.",
-)
-@click.option(
-    "--allow",
-    multiple=True,
-    metavar="CIDR",
-    envvar="KERNELHUB_RUNTIME_ALLOW",
-    callback=parse_networks_option,
-    help="A private or link-local network runtimes may reach after all (repeatable; "
-    "env KERNELHUB_RUNTIME_ALLOW, separated by spaces).",
-)
-@click.option(
-    "--dns",
-    multiple=True,
-    default=("auto",),
-    show_default=True,
-    callback=parse_dns_option,
-    help="Resolvers the engine forwards runtimes' DNS queries to: 'auto' reads the "
-    "host's resolv.conf as Docker does, 'none' opens none.",
-)
-@click.option(
-    "--block-mining-ports",
-    is_flag=True,
-    help="Also refuse TCP to the mining-pool ports of the detector's signature file.",
-)
+@runtime_policy_options
 @click.option(
     "--proc",
     default=Path("/proc"),
@@ -113,11 +74,6 @@ def _hubs(
     show_default=True,
     type=click.Choice(["iptables", "iptables-nft", "iptables-legacy"]),
     help="The iptables command used in the runtimes' namespaces.",
-)
-@click.option(
-    "--signatures",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The signature file for --block-mining-ports (default: the shipped one).",
 )
 @click.option("--no-ipv6", is_flag=True, help="Leave the runtimes' ip6tables alone.")
 @click.option(

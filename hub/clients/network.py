@@ -18,10 +18,8 @@ import click
 
 from kernelhub.clients.network_options import (
     mining_pool_ports,
-    parse_dns_option,
     parse_hub_option,
-    parse_networks_option,
-    parse_ports_option,
+    runtime_policy_options,
 )
 from kernelhub.spawner.network_firewall import (
     BACKENDS,
@@ -30,8 +28,6 @@ from kernelhub.spawner.network_firewall import (
     detect_backend,
 )
 from kernelhub.spawner.network_rules import (
-    DEFAULT_HUB_PORTS,
-    DEFAULT_SERVER_PORT,
     Address,
     LockDown,
     Network,
@@ -55,52 +51,11 @@ def network() -> None:
     help="The hub's IPv4 address on the bridge (required but with --remove).",
 )
 @click.option(
-    "--hub-ports",
-    default=",".join(map(str, DEFAULT_HUB_PORTS)),
-    show_default=True,
-    callback=parse_ports_option,
-    help="The hub's TCP ports runtimes may connect to (proxy, API).",
-)
-@click.option(
-    "--server-port",
-    default=DEFAULT_SERVER_PORT,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="The runtimes' server port, which the hub may connect to.",
-)
-@click.option(
     "--hub-on-host",
     is_flag=True,
     help="The hub is a process on the host (--hub is then the bridge's gateway).",
 )
-@click.option(
-    "--allow",
-    multiple=True,
-    metavar="CIDR",
-    envvar="KERNELHUB_RUNTIME_ALLOW",
-    callback=parse_networks_option,
-    help="A private or link-local network runtimes may reach after all (repeatable; "
-    "env KERNELHUB_RUNTIME_ALLOW, separated by spaces).",
-)
-@click.option(
-    "--dns",
-    multiple=True,
-    default=("auto",),
-    show_default=True,
-    callback=parse_dns_option,
-    help="Resolvers runtimes' DNS queries go to (repeatable): 'auto' reads the host's "
-    "resolv.conf as Docker does, 'none' opens none.",
-)
-@click.option(
-    "--block-mining-ports",
-    is_flag=True,
-    help="Also refuse TCP to the mining-pool ports of the detector's signature file.",
-)
-@click.option(
-    "--signatures",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The signature file for --block-mining-ports (default: the shipped one).",
-)
+@runtime_policy_options
 @click.option(
     "--iptables",
     "backend",

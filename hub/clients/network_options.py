@@ -4,13 +4,17 @@ the mining-pool ports; each turns bad input into click's one-line usage error.""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import TypeVar
 
 import click
 
 from kernelhub.spawner.network_firewall import host_dns_servers
 from kernelhub.spawner.network_rules import (
+    DEFAULT_HUB_PORTS,
+    DEFAULT_SERVER_PORT,
     Address,
     Network,
     RuleError,
@@ -69,3 +73,58 @@ def mining_pool_ports(signatures: Path | None) -> tuple[int, ...]:
         return tuple(sorted(load_signatures(signatures).pool_ports))
     except (OSError, SignatureError) as e:
         raise click.BadParameter(str(e), param_hint="--signatures") from None
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def runtime_policy_options(command: F) -> F:
+    """The options both firewalls share, what a runtime may reach: ``hub_ports``,
+    ``server_port``, ``allow``, ``dns``, ``block_mining_ports`` and ``signatures``."""
+    options = [
+        click.option(
+            "--hub-ports",
+            default=",".join(map(str, DEFAULT_HUB_PORTS)),
+            show_default=True,
+            callback=parse_ports_option,
+            help="The hub's TCP ports runtimes may connect to (proxy, API).",
+        ),
+        click.option(
+            "--server-port",
+            default=DEFAULT_SERVER_PORT,
+            show_default=True,
+            type=click.IntRange(1, 65535),
+            help="The runtimes' server port, the one the hub's proxy connects to.",
+        ),
+        click.option(
+            "--allow",
+            multiple=True,
+            metavar="CIDR",
+            envvar="KERNELHUB_RUNTIME_ALLOW",
+            callback=parse_networks_option,
+            help="A private or link-local network runtimes may reach after all "
+            "(repeatable; env KERNELHUB_RUNTIME_ALLOW, separated by spaces).",
+        ),
+        click.option(
+            "--dns",
+            multiple=True,
+            default=("auto",),
+            show_default=True,
+            callback=parse_dns_option,
+            help="Resolvers runtimes' DNS queries go to (repeatable): 'auto' reads the "
+            "host's resolv.conf as Docker does, 'none' opens none.",
+        ),
+        click.option(
+            "--block-mining-ports",
+            is_flag=True,
+            help="Also refuse TCP to the mining-pool ports of the detector's signature file.",
+        ),
+        click.option(
+            "--signatures",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="The signature file for --block-mining-ports (default: the shipped one).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
