@@ -40,8 +40,19 @@ STATUS_TIMEOUT = 10.0  # one api/status request
 SPAWN_CHECK_INTERVAL = 2.0  # while polling: does the hub still list the spawning server?
 
 
-def kernelhub_config(prefix: str, image: str) -> str:
-    return f"""
+def kernelhub_config(prefix: str, image: str, warm_max: int = 0) -> str:
+    """The Docker hub's configuration; ``warm_max`` > 0: warm runtimes on, for that many
+    users at once (benchmarks/warm_prep.py)."""
+    warm = (
+        "c.DockerRuntimeSpawner.warm_runtimes = True\n"
+        f"c.DockerRuntimeSpawner.warm_runtimes_max = {warm_max}\n"
+        "c.DockerRuntimeSpawner.warm_runtime_idle_timeout = 600\n"
+        if warm_max
+        else ""
+    )
+    return (
+        warm
+        + f"""
 c.RuntimeCatalog.runtime_types = [
     {{"name": "cpu", "display_name": "None (CPU)", "image": "{image}",
       "mem_limit": "{MEM_LIMIT}", "cpu_limit": {CPU_LIMIT}}},
@@ -53,6 +64,7 @@ c.DockerRuntimeSpawner.drive_name_template = "{prefix}-drive-{{username}}"
 c.Spawner.start_timeout = {int(SPAWN_TIMEOUT)}
 c.Spawner.http_timeout = {int(SPAWN_TIMEOUT)}
 """
+    )
 
 
 @dataclass
@@ -276,13 +288,13 @@ def start_hub(side: Side) -> None:
         raise Failed(f"the {side.name} hub did not start: {first_line}") from None
 
 
-def kernelhub_side(workdir: Path, prefix: str, image: str) -> Side:
+def kernelhub_side(workdir: Path, prefix: str, image: str, warm_max: int = 0) -> Side:
     data_dir = workdir / "kernelhub" / "data"
     write_test_credentials(data_dir, secrets.token_urlsafe(18))
     hub = HubProcess(
         data_dir=data_dir,
         port=free_port(),
-        config_text=kernelhub_config(prefix, image),
+        config_text=kernelhub_config(prefix, image, warm_max),
         runtimes="docker",
     )
     return Side("kernelhub", hub, prefix, {"runtime": "cpu"})

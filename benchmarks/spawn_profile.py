@@ -2,7 +2,9 @@
 
 The client's requests, the hub's progress events, the container's created and
 started times and log timestamps, and the hub's log lines about the user, on one
-clock, with the spans between them.
+clock, with the spans between them. A warm spawn (its container made before the
+POST, benchmarks/warm_prep.py) shows its preparation at negative times, and its
+spans after the POST from the hub's claim of it.
 """
 
 from __future__ import annotations
@@ -128,18 +130,23 @@ async def profile(side: Side, engine: docker.DockerClient, user: str) -> list[st
         if running is None and "Jupyter Server" in text and "is running at" in text:
             running = stamp
             timeline.append((stamp, "container", f"log: {text.strip()[:90]}"))
-    noticed = None  # the hub's HTTP check of the new server first succeeded
-    for stamp, text in hub_log_events(side.hub, user, wall0, clock_at(answered, wall0, t0)):
+    warm = created < wall0  # made ahead of the POST: a warm runtime, claimed
+    noticed = claimed = None  # the hub's HTTP check of the new server first succeeded
+    since = min(wall0, created) if warm else wall0
+    for stamp, text in hub_log_events(side.hub, user, since, clock_at(answered, wall0, t0)):
         timeline.append((stamp, "hub log", text[:110]))
         if noticed is None and re.search(rf"User {re.escape(user)} took [\d.]+ seconds", text):
             noticed = stamp
+        if claimed is None and "Claimed the warm runtime" in text:
+            claimed = stamp
     timeline.append(
         (clock_at(answered, wall0, t0), "client", f"GET /user/{user}/api/status -> 200")
     )
     timeline.sort(key=lambda item: item[0])
 
+    kind = "WARM (its runtime made before the POST)" if warm else "cold"
     out = [
-        f"Profile: one kernelhub single spawn of {user} (its drive exists already); "
+        f"Profile: one kernelhub single spawn of {user}, {kind} (its drive exists already); "
         "t = seconds since the POST",
         "(progress events are stamped when they reach this client: events the spawner "
         "recorded before the stream opened arrive together)",
@@ -148,12 +155,21 @@ async def profile(side: Side, engine: docker.DockerClient, user: str) -> list[st
     done = clock_at(answered, wall0, t0)
     ready = next((t for t, e in events if e.get("ready")), None)
     out.append("Where the time goes (seconds):")
-    spans = [("POST -> container created (hub, Docker API calls)", wall0, created)]
-    spans.append(("container created -> started (Docker)", created, started))
-    if first_log is not None:
-        spans.append(("started -> first log line (process start, imports)", started, first_log))
-        if running is not None:
-            spans.append(("first log line -> 'Jupyter Server is running'", first_log, running))
+    if warm:
+        spans = [("before the POST: created -> started (Docker)", created, started)]
+        if first_log is not None:  # the launcher's "warm, waiting for the hub's activation"
+            spans.append(("before the POST: started -> waiting (imports)", started, first_log))
+        if claimed is not None:
+            spans.append(("POST -> claimed (admission, checks; then activation)", wall0, claimed))
+            if running is not None:
+                spans.append(("claimed -> 'Jupyter Server is running'", claimed, running))
+    else:
+        spans = [("POST -> container created (hub, Docker API calls)", wall0, created)]
+        spans.append(("container created -> started (Docker)", created, started))
+        if first_log is not None:
+            spans.append(("started -> first log line (process start, imports)", started, first_log))
+            if running is not None:
+                spans.append(("first log line -> 'Jupyter Server is running'", first_log, running))
     if running is not None and noticed is not None:
         spans.append(("'is running' -> hub's HTTP check passes (its back-off)", running, noticed))
         if ready is not None:

@@ -22,6 +22,9 @@ DRIVE_LABEL = f"{LABEL_PREFIX}.drive-of"  # on a drive volume: the user it belon
 IMAGE_KIND_LABEL = f"{LABEL_PREFIX}.image"
 # on a runtime image: the command that starts its server in place of the image's CMD
 LAUNCHER_LABEL = f"{LABEL_PREFIX}.launcher"
+# on a warm runtime (made before its user pressed Start, not yet claimed by a spawn): the
+# fingerprint of the spawn it was made for; only a spawn with the same one may claim it
+WARM_LABEL = f"{LABEL_PREFIX}.warm"
 # on a built image: the hash of its sources and base images (a rebuild is skipped on a match)
 SOURCE_HASH_LABEL = f"{LABEL_PREFIX}.source-hash"
 
@@ -30,6 +33,12 @@ RUNTIME_TYPE_ENV = "KERNELHUB_RUNTIME_TYPE"  # set in every runtime: its runtime
 QUOTA_DB_ENV = "KERNELHUB_QUOTA_DB_URL"  # the quota store (hub: read-only; daemon: owner)
 # whom a flagged user is told to contact (the hub's spawn refusal and the quota API alike)
 QUOTA_CONTACT_ENV = "KERNELHUB_QUOTA_CONTACT"
+
+# a warm runtime's launcher (images/common/kernelhub-runtime, which cannot import this):
+# the secret an activation must carry, the port it listens on, and when it gives up
+WARM_SECRET_ENV = "KERNELHUB_WARM_SECRET"
+WARM_PORT_ENV = "KERNELHUB_WARM_PORT"
+WARM_TTL_ENV = "KERNELHUB_WARM_TTL"
 
 # ---- the hub's user_options ---------------------------------------------------------------
 RUNTIME_OPTION = "runtime"  # user_options[RUNTIME_OPTION] is the runtime type's name

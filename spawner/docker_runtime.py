@@ -8,6 +8,7 @@ DockerSpawner does the container work. This class adds four things to it:
   disposable;
 - Docker calls go through kernelhub's shared pool, where stock DockerSpawner
   uses a single thread that makes concurrent spawns queue.
+Its base, WarmRuntimeMixin (warm_runtime.py), can prepare a user's next runtime ahead.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 
 import docker.errors
 from docker.types import DeviceRequest
-from dockerspawner import DockerSpawner
 from traitlets import CaselessStrEnum, Integer, Unicode, default, validate
 
 from kernelhub.contract import (
@@ -34,7 +34,7 @@ from kernelhub.executor import blocking_pool
 from kernelhub.hubapp.errors import http_refusal
 from kernelhub.runtimes.types import RuntimeType
 
-from .runtime import RuntimeSpawnerMixin
+from .warm_runtime import WarmRuntimeMixin
 
 DRIVE_MOUNT = "/home/jovyan"
 SITE_SNIPPETS_MOUNT = "/etc/kernelhub/snippets"  # kernelhub-snippets' default site folder
@@ -42,7 +42,7 @@ NO_NEW_PRIVILEGES = "no-new-privileges"
 PRIVATE_TMP = "rw,nosuid,nodev"
 
 
-class DockerRuntimeSpawner(RuntimeSpawnerMixin, DockerSpawner):
+class DockerRuntimeSpawner(WarmRuntimeMixin):  # a RuntimeSpawnerMixin and DockerSpawner
     """Spawn each runtime as a container from its runtime type's image."""
 
     uses_images = True  # the hub watches which runtime images exist

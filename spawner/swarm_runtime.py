@@ -52,6 +52,9 @@ TMP_SIZE = 1 << 30  # bytes of /tmp in memory, charged to the runtime's memory l
 class SwarmRuntimeSpawner(DockerRuntimeSpawner, SwarmSpawner):  # type: ignore[misc]
     """Spawn each runtime as a one-task Swarm service from its runtime type's image."""
 
+    # a service is placed by the cluster and firewalled only once it runs: never warm
+    supports_warm_runtimes = False
+
     drive_root = Unicode(
         "",
         help="""A folder that is the same shared filesystem on every node and on the

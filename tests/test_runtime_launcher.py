@@ -66,3 +66,57 @@ def test_the_launcher_leaves_the_hubs_own_handlers_and_database_unloaded() -> No
         "hub database after requests: False",
         "database models on first use: True",
     ]
+
+
+def test_a_warm_launcher_never_activated_exits_by_itself_without_starting_a_server() -> None:
+    # a warm runtime whose hub died: nothing removes it, so it must go on its own
+    warm = {"KERNELHUB_WARM_SECRET": "s" * 64, "KERNELHUB_WARM_PORT": "8888"}
+    with docker_engine("khlauncher", TEST_IMAGE) as engine:
+        output = engine.containers.run(
+            TEST_IMAGE,
+            ["kernelhub-runtime"],
+            environment={**warm, "KERNELHUB_WARM_TTL": "2"},
+            remove=True,
+            stdout=True,
+            stderr=True,
+        )
+    assert output.decode().splitlines() == [
+        "kernelhub-runtime: warm, waiting for the hub's activation",
+        "kernelhub-runtime: warm runtime not activated; exiting",
+    ]
+
+
+ACTIVATE_WITH_ANOTHER_PREFIX = """
+import json, subprocess, sys, time, urllib.error, urllib.request
+launcher = subprocess.Popen(["kernelhub-runtime"], stderr=subprocess.PIPE, text=True)
+print(launcher.stderr.readline().strip())
+def activate(environment):
+    body = json.dumps({"secret": "s" * 64, "environment": environment}).encode()
+    try:
+        return urllib.request.urlopen("http://127.0.0.1:8888/activate", body, 5).status
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())["message"]
+made_with = {"JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}
+print(activate({**made_with, "JUPYTERHUB_SERVICE_PREFIX": "/"}))
+print(activate({**made_with, "JUPYTERHUB_API_TOKEN": "t" * 32}))
+"""
+
+
+def test_a_warm_launcher_refuses_an_activation_that_changes_what_it_imported_with() -> None:
+    # JupyterHub takes the server's URL prefix (its cookies' path) at import: only the
+    # token and public URL, read at start, may come with the activation
+    environment = {
+        "KERNELHUB_WARM_SECRET": "s" * 64,
+        "KERNELHUB_WARM_TTL": "30",
+        "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/",
+    }
+    with docker_engine("khlauncher", TEST_IMAGE) as engine:
+        output = engine.containers.run(
+            TEST_IMAGE, ["python", "-c", ACTIVATE_WITH_ANOTHER_PREFIX],
+            environment=environment, remove=True,
+        )  # fmt: skip
+    assert output.decode().splitlines() == [
+        "kernelhub-runtime: warm, waiting for the hub's activation",
+        "(409, \"this warm runtime was made with other ['JUPYTERHUB_SERVICE_PREFIX']\")",
+        "202",
+    ]

@@ -20,6 +20,7 @@ from tornado import web
 from kernelhub.executor import run_blocking
 from kernelhub.hubapp.errors import http_refusal, json_object
 from kernelhub.hubapp.kernel_reports import kernel_report_handlers
+from kernelhub.hubapp.warm import discard_warm_runtime
 from kernelhub.launcher.credentials import new_password
 from kernelhub.launcher.up import OPERATOR_SERVICE
 from kernelhub.quotagate.gate import check_quota
@@ -76,6 +77,7 @@ class RuntimeServerAPIHandler(UserServerAPIHandler):
                 await check_quota(user, server_name, runtime_type)
             except RuntimeRequestError as e:
                 self.log.info("Refused runtime for %s/%s: %s", user.name, server_name, e.message)
+                await discard_warm_runtime(user, server_name, "its start was refused")
                 raise http_refusal(e.message, e.status) from None
             catalog.admissions.add(user.name, server_name, runtime_type)
         return True

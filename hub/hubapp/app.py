@@ -23,6 +23,7 @@ from kernelhub.runtimes.engine import missing_images
 from kernelhub.runtimes.gpus import GpuInventory, discover_with_nvml
 
 IMAGE_CHECK_SECONDS = 60
+WARM_REAP_SECONDS = 15
 
 
 class KernelHubApp(JupyterHub):
@@ -99,6 +100,11 @@ class KernelHubApp(JupyterHub):
         else:
             self.log.info("No GPUs (%s): GPU runtime types are shown disabled", found.problem)
         self.log.info("Runtime types: %s", ", ".join(catalog.names))
+        reap = getattr(self.spawner_class, "reap_warm_runtimes", None)
+        if reap is not None:  # DockerRuntimeSpawner's warm runtimes: removed when unused
+            upkeep = PeriodicCallback(reap, WARM_REAP_SECONDS * 1000)
+            upkeep.start()
+            self._periodic_callbacks["kernelhub-warm-runtimes"] = upkeep
         if getattr(self.spawner_class, "uses_images", False):
             await self.refresh_missing_images()
             watch = PeriodicCallback(self.refresh_missing_images, IMAGE_CHECK_SECONDS * 1000)
@@ -113,6 +119,16 @@ class KernelHubApp(JupyterHub):
         if missing != catalog.missing_images:
             self.log.info("Runtime images missing: %s", ", ".join(sorted(missing)) or "none")
         catalog.missing_images = missing
+
+    async def cleanup(self) -> None:
+        # warm runtimes belong to this hub process: none outlives it
+        remove = getattr(self.spawner_class, "remove_warm_runtimes", None)
+        if remove is not None:
+            try:
+                await remove()
+            except Exception as e:  # the rest of the clean-up must still run
+                self.log.warning("Could not remove warm runtimes: %s", e)
+        await super().cleanup()
 
     async def shutdown_cancel_tasks(self, sig: Any = None) -> None:
         if sig == signal.SIGINT and self.stop_runtimes_on_interrupt:

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from kernelhub.contract import RUNTIME_OPTION
 from kernelhub.executor import run_blocking
+from kernelhub.hubapp.warm import prepare_warm_runtime
 from kernelhub.quotagate.gate import QuotaGate
 from kernelhub.runtimes.catalog import RuntimeCatalog, user_group_names
 
@@ -219,6 +220,7 @@ def _read_limits(gate: QuotaGate, user: str, groups: list[str]) -> Limits:
 async def home_runtimes(user: Any) -> HomeRuntimes:
     catalog = RuntimeCatalog.instance()
     states = server_states(user)
+    prepare_warm_runtime(user)
     hub = user.settings.get("hub")
     hub_base = hub.base_url if hub is not None else "/hub/"
     user_path = quote(user.name, safe="")
