@@ -20,27 +20,42 @@ PER_SPAWN_ENV = frozenset({"JUPYTERHUB_API_TOKEN", "JPY_API_TOKEN", "JUPYTERHUB_
 WARM_ENV = frozenset({WARM_SECRET_ENV, WARM_PORT_ENV, WARM_TTL_ENV})
 
 
+def fingerprint_parts(create_kwargs: dict[str, Any], image_id: str) -> dict[str, str]:
+    """A hash of each part of a container create request (each environment variable and
+    label on its own): which parts differ says why a claim failed, without their values."""
+    environment = create_kwargs.get("environment") or {}
+    labels = create_kwargs.get("labels") or {}
+    parts: dict[str, Any] = {
+        **{k: v for k, v in create_kwargs.items() if k not in ("environment", "labels")},
+        **{f"environment.{k}": v for k, v in environment.items() if k not in PER_SPAWN_ENV},
+        **{f"labels.{k}": v for k, v in labels.items() if k != WARM_LABEL},
+        "image_id": image_id,
+    }
+    parts = {k: v for k, v in parts.items() if k.removeprefix("environment.") not in WARM_ENV}
+    # repr() of anything JSON cannot write: an object's address differs each time, so an
+    # unexpected value can only make a claim fail (a cold start), never match wrongly
+    return {
+        k: hashlib.sha256(json.dumps(v, sort_keys=True, default=repr).encode()).hexdigest()
+        for k, v in parts.items()
+    }
+
+
 def fingerprint_of(create_kwargs: dict[str, Any], image_id: str) -> str:
     """What a container create request would make, as one hash: the same for a warm
     runtime and the spawn that may claim it, different for any other."""
-    environment = create_kwargs.get("environment") or {}
-    labels = create_kwargs.get("labels") or {}
-    canonical = {
-        **create_kwargs,
-        "environment": {k: v for k, v in environment.items() if k not in PER_SPAWN_ENV | WARM_ENV},
-        "labels": {k: v for k, v in labels.items() if k != WARM_LABEL},
-        "image_id": image_id,
-    }
-    # repr() of anything JSON cannot write: an object's address differs each time, so an
-    # unexpected value can only make a claim fail (a cold start), never match wrongly
-    text = json.dumps(canonical, sort_keys=True, default=repr)
-    return hashlib.sha256(text.encode()).hexdigest()
+    parts = fingerprint_parts(create_kwargs, image_id)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def parts_differing(made: dict[str, str], wanted: dict[str, str]) -> list[str]:
+    return sorted(k for k in made.keys() | wanted.keys() if made.get(k) != wanted.get(k))
 
 
 @dataclass
 class WarmRecord:
     container_id: str
     fingerprint: str
+    parts: dict[str, str]  # fingerprint_parts: names what a failed claim differed in
     secret: str
     created: float  # time.monotonic()
     spawner: Any  # the WarmRuntimeMixin that made it (and removes it)

@@ -29,6 +29,7 @@ What keeps it safe:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import secrets
 import time
@@ -54,10 +55,18 @@ from kernelhub.quotagate.gate import check_quota
 from kernelhub.runtimes.types import RuntimeRequestError, RuntimeType
 
 from .runtime import RuntimeSpawnerMixin
-from .warm_registry import PER_SPAWN_ENV, WarmRecord, WarmRuntimes, fingerprint_of
+from .warm_registry import (
+    PER_SPAWN_ENV,
+    WarmRecord,
+    WarmRuntimes,
+    fingerprint_of,
+    fingerprint_parts,
+    parts_differing,
+)
 
 TTL_MARGIN_S = 60  # the launcher outlives the hub's idle timeout by this much
 ACTIVATION_TIMEOUT_S = 10.0
+LISTEN_WAIT_S = 5.0  # how long a just-started launcher may take to listen
 
 
 class WarmRuntimeMixin(RuntimeSpawnerMixin, DockerSpawner):  # type: ignore[misc]
@@ -107,6 +116,7 @@ class WarmRuntimeMixin(RuntimeSpawnerMixin, DockerSpawner):  # type: ignore[misc
         self._warm_image_id = ""
         self._warm_secret = ""
         self._warm_fingerprint = ""
+        self._warm_parts: dict[str, str] = {}
 
     @property
     def warm_enabled(self) -> bool:
@@ -179,7 +189,12 @@ class WarmRuntimeMixin(RuntimeSpawnerMixin, DockerSpawner):  # type: ignore[misc
                 await self.remove_warm(container_id, "it could not start")
                 raise
             self.registry.ready[key] = WarmRecord(
-                container_id, self._warm_fingerprint, self._warm_secret, time.monotonic(), self
+                container_id,
+                self._warm_fingerprint,
+                self._warm_parts,
+                self._warm_secret,
+                time.monotonic(),
+                self,
             )
             self.log.info("Warm runtime ready for %s (%s)", key, runtime_type.name)
         except Exception as e:  # a warm runtime is an optimisation: never fail a page
@@ -232,6 +247,7 @@ class WarmRuntimeMixin(RuntimeSpawnerMixin, DockerSpawner):  # type: ignore[misc
         )
         kwargs = {**kwargs, "environment": environment}
         self._warm_fingerprint = fingerprint_of(kwargs, self._warm_image_id)
+        self._warm_parts = fingerprint_parts(kwargs, self._warm_image_id)
         environment[WARM_SECRET_ENV] = self._warm_secret
         environment[WARM_PORT_ENV] = str(self.port)
         environment[WARM_TTL_ENV] = str(self.warm_runtime_idle_timeout + TTL_MARGIN_S)
@@ -246,6 +262,13 @@ class WarmRuntimeMixin(RuntimeSpawnerMixin, DockerSpawner):  # type: ignore[misc
         task = self.registry.making.get(self.gpu_holder)
         if task is not None:
             await asyncio.wait([task])
+
+    async def run_options_from_form(self, form_data: dict[str, list[str]]) -> Any:
+        # the form's Start: JupyterHub resets this spawner as the spawn begins, so a warm
+        # runtime still being made for it must be finished first (else it cannot match)
+        await self.settle_warm_runtime()
+        options = super().run_options_from_form(form_data)
+        return await options if inspect.isawaitable(options) else options
 
     async def discard_warm_runtime(self, why: str) -> None:
         record = self.registry.take(self.gpu_holder)
@@ -295,29 +318,33 @@ class WarmRuntimeMixin(RuntimeSpawnerMixin, DockerSpawner):  # type: ignore[misc
             raise _Unclaimable("this spawn holds GPUs")
         if time.monotonic() - record.created >= self.warm_runtime_idle_timeout:
             raise _Unclaimable("it expired")
-        expected = await self._planned_fingerprint()
+        planned, image_id = await self._planned_create()
+        expected = fingerprint_of(planned, image_id)
+        if record.fingerprint != expected:
+            differing = parts_differing(record.parts, fingerprint_parts(planned, image_id))
+            raise _Unclaimable(f"it was made with other {', '.join(differing) or 'settings'}")
         container = await self.docker("inspect_container", record.container_id)
         labels = container["Config"].get("Labels") or {}
         if (
-            record.fingerprint != expected
-            or labels.get(WARM_LABEL) != expected
+            labels.get(WARM_LABEL) != expected
             or labels.get(USER_LABEL) != self.user.name
             or labels.get(SERVER_LABEL) != self.name
             or container["Name"].lstrip("/") != self.container_name
         ):
-            raise _Unclaimable("it does not match this spawn")
+            raise _Unclaimable("the container is not this spawn's")
         if not container["State"].get("Running"):
             raise _Unclaimable("it is not running")
 
-    async def _planned_fingerprint(self) -> str:
-        """The fingerprint of the container this spawn would create (nothing is created)."""
+    async def _planned_create(self) -> tuple[dict[str, Any], str]:
+        """The create request this spawn would send, and its image's id (nothing is
+        created)."""
         self._create_mode = "plan"
         try:
             planned = (await self.create_object())["planned"]
             image_id = (await self.docker("inspect_image", self.image))["Id"]
         finally:
             self._create_mode = ""
-        return fingerprint_of(planned, image_id)
+        return planned, str(image_id)
 
     def report_progress(self, percent: int, message: str) -> None:
         # planning a claim or making a warm runtime creates nothing the user waits for
@@ -326,13 +353,24 @@ class WarmRuntimeMixin(RuntimeSpawnerMixin, DockerSpawner):  # type: ignore[misc
 
     async def _activate(self, ip: str, port: int, secret: str) -> None:
         body = json.dumps({"secret": secret, "environment": self.get_env()})
-        response = await AsyncHTTPClient().fetch(
-            f"http://{ip}:{port}/activate",
-            method="POST",
-            body=body,
-            headers={"Content-Type": "application/json"},
-            request_timeout=ACTIVATION_TIMEOUT_S,
-        )
+        loop = asyncio.get_running_loop()
+        # a Start right after its warm runtime was started can come before the launcher
+        # listens (its interpreter starting): a refused connection is tried again
+        deadline = loop.time() + LISTEN_WAIT_S
+        while True:
+            try:
+                response = await AsyncHTTPClient().fetch(
+                    f"http://{ip}:{port}/activate",
+                    method="POST",
+                    body=body,
+                    headers={"Content-Type": "application/json"},
+                    request_timeout=ACTIVATION_TIMEOUT_S,
+                )
+                break
+            except ConnectionRefusedError:
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(0.05)
         if response.code != 202:
             raise _Unclaimable(f"its activation answered {response.code}")
 

@@ -2,7 +2,8 @@
 
 A warm runtime may serve a spawn only if the spawn would create exactly the same
 container; the per-spawn token and public URL are the only things allowed to differ
-(the activation sends them, and the server reads them only when it starts). The real claim is exercised in tests/test_warm_runtimes.py.
+(the activation sends them, and the server reads them only when it starts). The real
+claim is exercised in tests/test_warm_runtimes.py.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from kernelhub.spawner.warm_registry import WarmRecord, WarmRuntimes, fingerprint_of
+from kernelhub.spawner.warm_registry import (
+    WarmRecord,
+    WarmRuntimes,
+    fingerprint_of,
+    fingerprint_parts,
+    parts_differing,
+)
 
 IMAGE_ID = "sha256:" + "a" * 64
 SPAWN: dict[str, Any] = {
@@ -117,8 +124,8 @@ class Remover:
 
 def test_the_registry_reaps_only_what_outlived_its_idle_timeout_and_takes_each_once() -> None:
     registry, spawner = WarmRuntimes(), Remover()
-    registry.ready["old/"] = WarmRecord("c-old", "f", "s", created=0.0, spawner=spawner)
-    registry.ready["new/"] = WarmRecord("c-new", "f", "s", created=1e12, spawner=spawner)
+    registry.ready["old/"] = WarmRecord("c-old", "f", {}, "s", created=0.0, spawner=spawner)
+    registry.ready["new/"] = WarmRecord("c-new", "f", {}, "s", created=1e12, spawner=spawner)
 
     asyncio.run(registry.reap())
 
@@ -131,10 +138,22 @@ def test_the_registry_reaps_only_what_outlived_its_idle_timeout_and_takes_each_o
 def test_the_hub_stopping_removes_every_warm_runtime() -> None:
     registry, spawner = WarmRuntimes(), Remover()
     registry.ready = {
-        f"u{i}/": WarmRecord(f"c{i}", "f", "s", created=0.0, spawner=spawner) for i in range(3)
+        f"u{i}/": WarmRecord(f"c{i}", "f", {}, "s", created=0.0, spawner=spawner) for i in range(3)
     }
 
     asyncio.run(registry.remove_all())
 
     assert sorted(spawner.removed) == [(f"c{i}", "the hub stops") for i in range(3)]
     assert registry.count() == 0
+
+
+def test_a_failed_claim_names_the_parts_that_differ_never_their_values() -> None:
+    made = fingerprint_parts(SPAWN, IMAGE_ID)
+    wanted = fingerprint_parts(
+        changed(lambda s: s["host_config"].update({"Memory": 1 << 29})), IMAGE_ID
+    )
+    assert parts_differing(made, wanted) == ["host_config"]
+    with_token = changed(env("JUPYTERHUB_API_TOKEN", "u" * 32))
+    assert parts_differing(made, fingerprint_parts(with_token, IMAGE_ID)) == []
+    extra = fingerprint_parts(changed(env("EXTRA", "1")), IMAGE_ID)
+    assert parts_differing(made, extra) == ["environment.EXTRA"]

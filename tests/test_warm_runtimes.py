@@ -194,6 +194,18 @@ def test_start_claims_it_and_the_server_is_its_users_with_a_working_drive(
     print(f"warm start to ready through the REST API: {took:.2f} s")
 
 
+def test_a_start_while_it_is_still_being_made_waits_for_it_and_claims_it(
+    warm_hub: HubProcess, engine: docker.DockerClient, api: httpx.Client, username: str
+) -> None:
+    visit_home(warm_hub, username)  # no wait: the Start comes at once
+
+    start_runtime(api, username, "", "cpu")
+
+    running = container_of(engine, username)
+    assert running is not None and WARM_LABEL in running.labels
+    assert f"Claimed the warm runtime {running.id[:12]} for {username}/" in warm_hub.log()
+
+
 def test_its_server_keeps_its_cookies_to_its_own_path_like_a_cold_one(
     warm_hub: HubProcess, engine: docker.DockerClient, api: httpx.Client, username: str
 ) -> None:
@@ -290,7 +302,12 @@ def test_a_spawn_of_another_type_never_claims_it_and_gets_its_own_limits(
     assert running is not None and running.id != warm.id
     assert running.attrs["HostConfig"]["Memory"] == 512 * 1024**2
     assert WARM_LABEL not in running.labels
-    assert "not used (it does not match this spawn): starting cold" in warm_hub.log()
+    # the hub says what differed (never the values)
+    assert (
+        "not used (it was made with other environment.CPU_LIMIT, environment.KERNELHUB_RUNTIME"
+        "_TYPE, environment.MEM_LIMIT, host_config, labels.org.kernelhub.cpu-limit, "
+        "labels.org.kernelhub.runtime-type): starting cold"
+    ) in warm_hub.log()
 
 
 def test_a_gpu_spawn_never_claims_it_and_gpu_types_are_never_prepared(

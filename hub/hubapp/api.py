@@ -20,7 +20,7 @@ from tornado import web
 from kernelhub.executor import run_blocking
 from kernelhub.hubapp.errors import http_refusal, json_object
 from kernelhub.hubapp.kernel_reports import kernel_report_handlers
-from kernelhub.hubapp.warm import discard_warm_runtime
+from kernelhub.hubapp.warm import discard_warm_runtime, settle_warm_runtime
 from kernelhub.launcher.credentials import new_password
 from kernelhub.launcher.up import OPERATOR_SERVICE
 from kernelhub.quotagate.gate import check_quota
@@ -62,6 +62,7 @@ class RuntimeServerAPIHandler(UserServerAPIHandler):
         existing = user.spawners.get(server_name) if server_name in user.orm_spawners else None
         if existing is not None and existing.active:
             return False  # already running or pending: JupyterHub answers that itself
+        await settle_warm_runtime(user, server_name)
         body = self.get_server_json_body()
         options = body.get("user_options")
         if options is None and server_name in user.orm_spawners:

@@ -24,3 +24,14 @@ async def discard_warm_runtime(user: Any, server_name: str, why: str) -> None:
     discard = getattr(user.spawners[server_name], "discard_warm_runtime", None)
     if callable(discard):
         await discard(why)
+
+
+async def settle_warm_runtime(user: Any, server_name: str) -> None:
+    """A Start through the REST API: JupyterHub resets the spawner as the spawn begins,
+    so a warm runtime still being made for it is finished first (else it cannot match
+    the spawn, and the start is cold)."""
+    if server_name not in user.orm_spawners:
+        return
+    settle = getattr(user.spawners[server_name], "settle_warm_runtime", None)
+    if callable(settle):
+        await settle()
