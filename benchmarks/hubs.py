@@ -42,13 +42,13 @@ SPAWN_CHECK_INTERVAL = 2.0  # while polling: does the hub still list the spawnin
 
 def kernelhub_config(prefix: str, image: str, warm_max: int = 0) -> str:
     """The Docker hub's configuration; ``warm_max`` > 0: warm runtimes on, for that many
-    users at once (benchmarks/warm_prep.py)."""
+    users at once (benchmarks/warm_prep.py); 0: off (they are on by default)."""
     warm = (
         "c.DockerRuntimeSpawner.warm_runtimes = True\n"
         f"c.DockerRuntimeSpawner.warm_runtimes_max = {warm_max}\n"
         "c.DockerRuntimeSpawner.warm_runtime_idle_timeout = 600\n"
         if warm_max
-        else ""
+        else "c.DockerRuntimeSpawner.warm_runtimes = False\n"
     )
     return (
         warm
