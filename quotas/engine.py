@@ -30,6 +30,9 @@ def parse_url(url: str) -> URL:
         ) from None
 
 
+SQLITE_LOCK_WAIT_S = 30.0
+
+
 def connect(url: str, read_only: bool) -> Engine:
     """An engine for the quota store at ``url``; ``read_only``: the database refuses writes."""
     parsed = parse_url(url)
@@ -39,8 +42,13 @@ def connect(url: str, read_only: bool) -> Engine:
     if read_only and backend == "sqlite" and _missing_file(parsed):
         # SQLite would create it; a reader must leave no trace
         raise QuotaStoreError(f"no quota store at {parsed.database}: {MIGRATE_HINT}")
+    # SQLite: a connection that finds the database locked (another process migrating it
+    # or turning on WAL, on a loaded machine) waits for it rather than failing in 5 s
+    connect_args = {"timeout": SQLITE_LOCK_WAIT_S} if backend == "sqlite" else {}
     try:
-        engine = sa.create_engine(parsed, pool_pre_ping=backend == "postgresql")
+        engine = sa.create_engine(
+            parsed, pool_pre_ping=backend == "postgresql", connect_args=connect_args
+        )
     except (ImportError, sa.exc.ArgumentError) as e:  # no such driver, bad options
         shown = parsed.render_as_string(hide_password=True)
         raise QuotaStoreError(f"cannot use the quota store {shown}: {_first_line(e)}") from None

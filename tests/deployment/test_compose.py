@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import httpx
 import pytest
 from compose_deployment import (
@@ -45,6 +46,46 @@ def test_the_deployment_spawns_a_runtime_on_the_runtimes_network(
             assert list(container.attrs["NetworkSettings"]["Networks"]) == ["kernelhub-runtimes"]
         finally:
             stop_all_runtimes(api, USER)
+
+
+def test_a_signed_in_users_start_claims_their_warm_runtime_through_the_socket_guard(
+    deployment: dict[str, Any],
+) -> None:
+    """Warm runtimes in production's file: made through the socket guard, on the
+    runtimes network, when the user signs in; claimed by their Start."""
+    user = f"{USER}w"
+    add = ["exec", deployment["hub"], "kernelhub", "user", "add", user]
+    password = docker_cli(*add, "--data-dir", "/srv/kernelhub").strip()
+    engine = docker.from_env()
+
+    def warm() -> Any | None:
+        try:
+            container = engine.containers.get(f"kernelhub-{user}")
+            ready = b"waiting for the hub's activation" in container.logs()
+        except docker.errors.NotFound:
+            return None
+        return container if ready and "org.kernelhub.warm" in container.labels else None
+
+    session = httpx.Client(base_url=deployment["url"], timeout=30, follow_redirects=True)
+    try:
+        session.get("/hub/login")
+        signed_in = session.post(
+            "/hub/login",
+            data={"username": user, "password": password, "_xsrf": session.cookies["_xsrf"]},
+        )
+        assert signed_in.status_code == 200 and "/hub/login" not in str(signed_in.url)
+        container = wait_until(warm, timeout=90, what="the warm runtime")
+        assert list(container.attrs["NetworkSettings"]["Networks"]) == ["kernelhub-runtimes"]
+        with hub_api(deployment, user) as api:
+            try:
+                model = start_runtime(api, user, "", "cpu")
+                assert engine.containers.get(f"kernelhub-{user}").id == container.id
+                status_url = f"{deployment['url']}{model['url']}api/status"
+                wait_until(lambda: api.get(status_url).status_code == 200, timeout=30, what="up")
+            finally:
+                stop_all_runtimes(api, user)
+    finally:
+        session.close()
 
 
 def test_a_runtime_reaches_the_hub_and_nothing_else_of_the_deployment(
