@@ -118,7 +118,10 @@ def _stack_objects(engine: Any) -> dict[str, list[str]]:
     label = {"label": f"{NAMESPACE}={NAME}"}
     return {
         "services": [s.name for s in engine.services.list(filters=label)],
-        "containers": [c.name for c in engine.containers.list(all=True, filters=label)],
+        # sparse: no inspect of each listed container, which may be gone a moment later
+        "containers": [
+            c.id[:12] for c in engine.containers.list(all=True, filters=label, sparse=True)
+        ],
         "networks": [n.name for n in engine.networks.list(filters=label)],
         "configs": [c.name for c in engine.configs.list(filters=label)],
     }
